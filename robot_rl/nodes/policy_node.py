@@ -1,0 +1,168 @@
+"""policy_node: observations in, action chunks out.
+
+Subscribes to ``/camera/<cam>/color/image_raw`` for each configured camera, ``/joint_states`` and
+``/instruction`` (plus ``/sim/object_poses`` when the policy needs privileged simulator state).
+Each new frame of the first camera triggers one inference if every input is fresh enough
+(``max_observation_age``); the chunk goes out on ``/policy/trajectory`` stamped with that frame's time.
+``/policy/status`` reports inference latency percentiles, the achieved rate and why frames were
+skipped. A new ``/instruction`` message starts a new episode for the policy.
+"""
+
+from __future__ import annotations
+
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from robot_rl.paths import data_path
+from robot_rl.policy.base import Observation, PolicyConfig, make_policy
+from robot_rl.ros import qos
+from robot_rl.ros.conversions import chunk_to_msg, diagnostics_msg, joint_state_positions, msg_to_image, msg_to_poses, to_sec
+from robot_rl.ros.node_utils import declare, now_sec, run_node
+from robot_rl.safety.limits import load_robot_limits
+from robot_rl.stats import Window
+
+DEFAULTS = {
+    "policy": "oracle",
+    "cameras": ["front", "wrist"],
+    "chunk_length": 1,
+    "control_rate_hz": 10.0,
+    "max_observation_age": 0.3,
+    "seed": 0,
+    "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
+    "instruction": "",  # initial instruction; /instruction overrides it
+}
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy")
+        p = declare(self, DEFAULTS)
+        self.p = p
+        limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
+        config = PolicyConfig(type=p["policy"], chunk_length=int(p["chunk_length"]),
+                              control_period=1.0 / float(p["control_rate_hz"]), seed=int(p["seed"]),
+                              joint_names=limits.joint_names, lower=limits.lower.tolist(), upper=limits.upper.tolist())
+        self.policy = make_policy(config)
+        self.cameras = list(p["cameras"])
+        if not self.cameras:
+            raise ValueError("policy_node parameter 'cameras' must name at least one camera")
+        self.max_age = float(p["max_observation_age"])
+        self.images: dict[str, Image] = {}
+        self.joints: JointState | None = None
+        self.joints_at = 0.0
+        self.objects: PoseArray | None = None
+        self.instruction: str | None = None
+        self.instruction_error = ""
+        self.inference_ms = Window(300)
+        self.published_at = Window(300)
+        self.chunks = 0
+        self.skipped: dict[str, int] = {}
+        self.last_skip = ""
+
+        for cam in self.cameras:
+            topic = f"/camera/{cam}/color/image_raw"
+            self.create_subscription(Image, topic, lambda msg, cam=cam: self.on_image(cam, msg), qos.SENSOR_SUB)
+        self.create_subscription(JointState, "/joint_states", self.on_joints, qos.SENSOR_SUB)
+        self.create_subscription(String, "/instruction", self.on_instruction, qos.LATCHED)
+        if self.policy.needs_privileged_state:
+            self.create_subscription(PoseArray, "/sim/object_poses", self.on_objects, qos.SENSOR_SUB)
+        self.chunk_pub = self.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
+        self.status_pub = self.create_publisher(DiagnosticArray, "/policy/status", qos.STATUS)
+        self.create_timer(1.0, self.publish_status)
+        if p["instruction"]:
+            self.on_instruction(String(data=p["instruction"]))
+        self.get_logger().info(f"policy '{self.policy.name}' on cameras {self.cameras}, chunk {config.chunk_length}")
+
+    def on_instruction(self, msg: String) -> None:
+        try:
+            self.policy.reset(msg.data)
+        except ValueError as exc:
+            self.instruction, self.instruction_error = None, f"/instruction: {exc}"
+            self.get_logger().error(f"{self.instruction_error}; the policy stays idle and the arm holds")
+            return
+        self.instruction, self.instruction_error = msg.data, ""
+        self.get_logger().info(f"instruction: '{msg.data}'")
+
+    def on_joints(self, msg: JointState) -> None:
+        self.joints, self.joints_at = msg, now_sec(self)
+
+    def on_objects(self, msg: PoseArray) -> None:
+        self.objects = msg
+
+    def _skip(self, reason: str) -> None:
+        key = reason.split(":")[0]
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+        self.last_skip = reason
+
+    def on_image(self, cam: str, msg: Image) -> None:
+        self.images[cam] = msg
+        if cam != self.cameras[0]:
+            return
+        now = now_sec(self)
+        stamp = to_sec(msg.header.stamp)
+        if self.instruction is None:
+            return self._skip("no instruction" + (f": {self.instruction_error}" if self.instruction_error else ""))
+        if now - stamp > self.max_age:
+            return self._skip(f"stale camera: /camera/{cam} frame is {(now - stamp) * 1e3:.0f} ms old")
+        for other in self.cameras[1:]:
+            frame = self.images.get(other)
+            if frame is None or abs(stamp - to_sec(frame.header.stamp)) > self.max_age:
+                return self._skip(f"stale camera: no recent frame on /camera/{other}")
+        if self.joints is None or now - self.joints_at > self.max_age:
+            return self._skip("stale joints: no recent /joint_states")
+        try:
+            names, positions = joint_state_positions(self.joints, "/joint_states")
+            images = {c: msg_to_image(self.images[c], f"/camera/{c}/color/image_raw") for c in self.cameras}
+            objects = None
+            if self.policy.needs_privileged_state:
+                if self.objects is None:
+                    return self._skip("no privileged state: nothing on /sim/object_poses")
+                from robot_rl.nodes.sim_bridge_node import OBJECT_ORDER
+
+                objects = msg_to_poses(self.objects, OBJECT_ORDER, "/sim/object_poses")
+            obs = Observation(stamp, names, positions, self.instruction, images, objects)
+            t0 = time.perf_counter()
+            chunk = self.policy.act(obs)
+            self.inference_ms.add((time.perf_counter() - t0) * 1e3)
+        except ValueError as exc:
+            self.get_logger().error(f"bad observation, no action: {exc}", throttle_duration_sec=1.0)
+            return self._skip(f"bad input: {exc}")
+        self.chunk_pub.publish(chunk_to_msg(chunk))
+        self.chunks += 1
+        self.published_at.add(time.monotonic())
+
+    def publish_status(self) -> None:
+        times = list(self.published_at.samples)
+        recent = [t for t in times if t > time.monotonic() - 5.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 else 0.0
+        values = {
+            "policy": self.policy.name,
+            "model_version": self.policy.version,
+            "instruction": self.instruction or "",
+            "inference_ms_p50": round(self.inference_ms.percentile(50), 3),
+            "inference_ms_p99": round(self.inference_ms.percentile(99), 3),
+            "rate_hz": round(rate, 2),
+            "chunks": self.chunks,
+            "skipped": sum(self.skipped.values()),
+            "last_skip": self.last_skip,
+        }
+        level, message = "ok", "running"
+        if self.instruction_error:
+            level, message = "error", self.instruction_error
+        elif rate == 0.0:
+            level, message = "warn", self.last_skip or "no chunks yet"
+        self.status_pub.publish(diagnostics_msg("policy", level, message, values, now_sec(self)))
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""safety_node: merges policy and teleop into the one command the robot executes.
+
+Inputs: ``/policy/trajectory`` (action chunks), ``/teleop/command`` + ``/teleop/engaged``,
+``/joint_states``, ``/estop`` (latched until a False message releases it).
+Outputs: ``/robot/command`` (std_msgs/Float64MultiArray, joint order of the limits file, for a
+ros2_control forward position controller or the sim bridge); ``/safety/command``
+(sensor_msgs/JointState: the executed command, stamped with the time of the observation it derives
+from, ``frame_id`` = who produced it: policy, teleop, hold or estop); ``/safety/status``.
+
+A fresh chunk, teleop command or e-stop is acted on at once; between them a timer at
+``control_rate_hz`` plays out the current chunk or holds. All decisions are made by
+:class:`robot_rl.safety.filter.SafetyFilter`.
+"""
+
+from __future__ import annotations
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from robot_rl.paths import data_path
+from robot_rl.ros import qos
+from robot_rl.ros.conversions import diagnostics_msg, joint_state_msg, joint_state_positions, msg_to_chunk, to_sec
+from robot_rl.ros.node_utils import declare, now_sec, run_node
+from robot_rl.safety.filter import SafetyConfig, SafetyFilter
+from robot_rl.safety.limits import load_robot_limits
+
+DEFAULTS = {
+    "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
+    "control_rate_hz": 10.0,
+    "max_observation_age": 0.3,
+    "joint_state_timeout": 0.3,
+    "teleop_timeout": 0.3,
+}
+
+
+class SafetyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("safety")
+        p = declare(self, DEFAULTS)
+        limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
+        self.filter = SafetyFilter(limits, SafetyConfig(
+            max_observation_age=p["max_observation_age"], joint_state_timeout=p["joint_state_timeout"],
+            teleop_timeout=p["teleop_timeout"]))
+        self.counts = {"policy": 0, "teleop": 0, "hold": 0, "estop": 0}
+        self.clamped = 0
+        self.last_reason = ""
+        self.command_pub = self.create_publisher(Float64MultiArray, "/robot/command", qos.COMMAND)
+        self.executed_pub = self.create_publisher(JointState, "/safety/command", qos.COMMAND)
+        self.status_pub = self.create_publisher(DiagnosticArray, "/safety/status", qos.STATUS)
+        self.create_subscription(JointState, "/joint_states", self.on_joints, qos.SENSOR_SUB)
+        self.create_subscription(JointTrajectory, "/policy/trajectory", self.on_trajectory, qos.COMMAND)
+        self.create_subscription(JointState, "/teleop/command", self.on_teleop, qos.COMMAND)
+        self.create_subscription(Bool, "/teleop/engaged", self.on_engaged, qos.COMMAND)
+        self.create_subscription(Bool, "/estop", self.on_estop, qos.LATCHED)
+        self.timer = self.create_timer(1.0 / float(p["control_rate_hz"]), self.publish_command)
+        self.create_timer(1.0, self.publish_status)
+        self.get_logger().info(f"limits from {limits.source}: joints {limits.joint_names}")
+
+    def _warn(self, reason: str | None) -> None:
+        if reason:
+            self.get_logger().warning(reason, throttle_duration_sec=2.0)
+
+    def on_joints(self, msg: JointState) -> None:
+        try:
+            names, positions = joint_state_positions(msg, "/joint_states")
+        except ValueError as exc:
+            return self._warn(str(exc))
+        self._warn(self.filter.update_joint_state(names, positions, now_sec(self)))
+
+    def on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            chunk = msg_to_chunk(msg, "/policy/trajectory")
+        except ValueError as exc:
+            self.filter.rejected += 1
+            return self._warn(str(exc))
+        reason = self.filter.update_policy(chunk, now_sec(self))
+        if reason:
+            return self._warn(reason)
+        self.publish_command(event=True)
+
+    def on_teleop(self, msg: JointState) -> None:
+        try:
+            names, positions = joint_state_positions(msg, "/teleop/command")
+        except ValueError as exc:
+            return self._warn(str(exc))
+        self._warn(self.filter.update_teleop(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
+        if self.filter.engaged:
+            self.publish_command(event=True)
+
+    def on_engaged(self, msg: Bool) -> None:
+        self.filter.update_engaged(msg.data)
+
+    def on_estop(self, msg: Bool) -> None:
+        was = self.filter.estop
+        self.filter.update_estop(msg.data)
+        if self.filter.estop != was:
+            log = self.get_logger().error if self.filter.estop else self.get_logger().warning
+            log("E-STOP LATCHED: holding position" if self.filter.estop else "e-stop released")
+        self.publish_command(event=True)
+
+    def publish_command(self, event: bool = False) -> None:
+        decision = self.filter.step(now_sec(self))
+        if event:
+            self.timer.reset()  # the next timed command comes one period after this one
+        if decision.positions is None:
+            self.last_reason = decision.reason
+            return
+        self.command_pub.publish(Float64MultiArray(data=decision.positions.tolist()))
+        self.executed_pub.publish(joint_state_msg(self.filter.joint_names, decision.positions,
+                                                  stamp=decision.stamp, frame_id=decision.source))
+        self.counts[decision.source] = self.counts.get(decision.source, 0) + 1
+        if decision.clamped:
+            self.clamped += 1
+            self.get_logger().warning(f"clamped to joint limits: {decision.clamped}", throttle_duration_sec=2.0)
+        self.last_reason = decision.reason
+
+    def publish_status(self) -> None:
+        f = self.filter
+        values = {**{f"commands_{k}": v for k, v in self.counts.items()}, "clamped": self.clamped,
+                  "rejected": f.rejected, "last_rejection": f.last_rejection, "estop": f.estop,
+                  "teleop_engaged": f.engaged, "mode": f.last.source, "reason": self.last_reason}
+        if f.estop:
+            level, message = "error", "e-stop latched"
+        elif f.last.source in ("hold", "none"):
+            level, message = "warn", f"holding: {self.last_reason}"
+        else:
+            level, message = "ok", f"commanding from {f.last.source}"
+        self.status_pub.publish(diagnostics_msg("safety", level, message, values, now_sec(self)))
+
+
+def main(args=None) -> int:
+    return run_node(SafetyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

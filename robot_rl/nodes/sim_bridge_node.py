@@ -1,0 +1,220 @@
+"""sim_bridge_node: a simulated world behind the hardware topics.
+
+Publishes ``/camera/<cam>/color/image_raw`` + ``camera_info``, ``/joint_states``, ``/clock`` and
+(simulation only) ``/sim/object_poses``, ``/sim/success``, ``/sim/status``; executes
+``/robot/command`` (std_msgs/Float64MultiArray of joint position targets, the ros2_control forward
+position controller's format); serves ``/sim/reset``.
+
+The world steps on its own thread at ``control_rate_hz``, paced to the wall clock when
+``real_time_factor`` is 1 (stamps are then the wall time at publication, like a camera driver that
+stamps frames on arrival); any other factor runs free and stamps with simulated time, which the other
+nodes follow with ``use_sim_time``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from robot_rl.ros import qos
+from robot_rl.ros.conversions import camera_info_msg, diagnostics_msg, image_to_msg, joint_state_msg, poses_msg, to_stamp
+from robot_rl.ros.node_utils import declare, run_node
+from robot_rl.sim.tasks import TASKS, UnknownTaskError, get_task
+from robot_rl.sim.world import WorldConfig, make_world
+from robot_rl.stats import Window
+
+OBJECT_ORDER = ["cube", "pad", "button"]  # order of poses in /sim/object_poses
+
+DEFAULTS = {
+    "world": "tabletop",
+    "cameras": ["front", "wrist"],
+    "image_width": 128,
+    "image_height": 96,
+    "control_rate_hz": 10.0,
+    "real_time_factor": 1.0,
+    "seed": 0,
+    "task": "cycle",  # a task name or instruction, or "cycle" through all tasks at each reset
+    "announce_instruction": True,  # publish the task's instruction on /instruction at each reset
+    "gym_env_id": "",  # world "gymnasium": the environment id, and its options below
+    "gym_image_keys": [""],
+    "gym_state_key": "",
+}
+
+
+class SimBridgeNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_bridge")
+        p = declare(self, DEFAULTS)
+        self.p = p
+        extra = {"env_id": p["gym_env_id"], "image_keys": [k for k in p["gym_image_keys"] if k],
+                 "state_key": p["gym_state_key"]}
+        config = WorldConfig(control_rate_hz=p["control_rate_hz"], cameras=list(p["cameras"]),
+                             image_width=p["image_width"], image_height=p["image_height"], extra=extra)
+        self.world = make_world(p["world"], config)
+        self.cycle = p["task"] == "cycle"
+        self.task_index = 0
+        if not self.cycle and self.world.task_name is not None:
+            self.world.set_task(get_task(p["task"]).name)
+        self.seed = int(p["seed"])
+        self.lock = threading.Lock()
+        self.command: np.ndarray | None = None
+        self.bad_commands = 0
+        self.steps = 0
+        self.step_ms = Window(300)
+        self.render_ms = Window(300)
+        self.sim_time_base = time.time()
+
+        self.image_pubs = {c: self.create_publisher(Image, f"/camera/{c}/color/image_raw", qos.SENSOR_PUB) for c in self.world.camera_names}
+        self.info_pubs = {c: self.create_publisher(CameraInfo, f"/camera/{c}/color/camera_info", qos.SENSOR_PUB) for c in self.world.camera_names}
+        self.joint_pub = self.create_publisher(JointState, "/joint_states", qos.SENSOR_PUB)
+        self.clock_pub = self.create_publisher(Clock, "/clock", qos.SENSOR_PUB)
+        self.poses_pub = self.create_publisher(PoseArray, "/sim/object_poses", qos.SENSOR_PUB)
+        self.success_pub = self.create_publisher(Bool, "/sim/success", qos.COMMAND)
+        self.status_pub = self.create_publisher(DiagnosticArray, "/sim/status", qos.STATUS)
+        self.instruction_pub = self.create_publisher(String, "/instruction", qos.LATCHED)
+        self.create_subscription(Float64MultiArray, "/robot/command", self.on_command, qos.COMMAND)
+        self.create_subscription(String, "/instruction", self.on_instruction, qos.LATCHED)
+        self.create_service(Trigger, "/sim/reset", self.on_reset)
+        self.create_timer(1.0, self.publish_status)
+
+        self._reset_locked(self.seed)
+        self.running = True
+        self.thread = threading.Thread(target=self.loop, name="sim_loop", daemon=True)
+        self.thread.start()
+        self.get_logger().info(
+            f"world '{p['world']}' cameras {self.world.camera_names} {p['image_width']}x{p['image_height']} "
+            f"at {p['control_rate_hz']} Hz, joints {self.world.joint_names}"
+        )
+
+    # -- episode control ---------------------------------------------------------------------------
+    def _reset_locked(self, seed: int) -> str:
+        task = None
+        if self.world.task_name is not None:
+            names = list(TASKS)
+            task = names[self.task_index % len(names)] if self.cycle else self.world.task_name
+        self.world.reset(seed, task)
+        self.command = self.world.joint_positions()
+        summary = f"seed={seed} task={self.world.task_name}"
+        if self.p["announce_instruction"] and self.world.task_name is not None:
+            self.instruction_pub.publish(String(data=TASKS[self.world.task_name].instruction))
+        return summary
+
+    def on_reset(self, request, response):
+        with self.lock:
+            self.seed += 1
+            self.task_index += 1
+            response.message = self._reset_locked(self.seed)
+        response.success = True
+        self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    def on_instruction(self, msg: String) -> None:
+        if self.world.task_name is None:
+            return
+        try:
+            task = get_task(msg.data)
+        except UnknownTaskError:
+            self.get_logger().warning(f"/instruction '{msg.data}' matches no simulated task: no ground-truth success for it")
+            return
+        if task.name != self.world.task_name:
+            with self.lock:
+                self.world.set_task(task.name)
+            self.get_logger().info(f"task set to {task.name} by /instruction")
+
+    def on_command(self, msg: Float64MultiArray) -> None:
+        values = np.asarray(msg.data, dtype=np.float64)
+        n = len(self.world.joint_names)
+        if values.shape != (n,) or not np.all(np.isfinite(values)):
+            self.bad_commands += 1
+            self.get_logger().error(
+                f"/robot/command rejected: expected {n} finite joint targets ordered {self.world.joint_names}, "
+                f"got {values.size} values; holding the previous command",
+                throttle_duration_sec=1.0,
+            )
+            return
+        with self.lock:
+            self.command = values
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def loop(self) -> None:
+        rtf = float(self.p["real_time_factor"])
+        period = self.world.control_period
+        next_tick = time.monotonic()
+        while self.running and self.context.ok():
+            if rtf > 0:
+                next_tick += period / rtf
+                delay = next_tick - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -period:  # fell behind (e.g. paused): do not try to catch up in a burst
+                    next_tick = time.monotonic()
+            try:
+                self.tick(real_time=rtf == 1.0)
+            except Exception as exc:  # noqa: BLE001 - keep the world alive, report loudly
+                if not (self.running and self.context.ok()):
+                    return  # shutting down: publishers are gone
+                self.get_logger().error(f"simulation step failed: {exc}", throttle_duration_sec=1.0)
+
+    def tick(self, real_time: bool) -> None:
+        t0 = time.perf_counter()
+        with self.lock:
+            self.world.step(self.command)
+            self.steps += 1
+            t1 = time.perf_counter()
+            images = {c: self.world.render(c) for c in self.world.camera_names}
+            t2 = time.perf_counter()
+            q, dq = self.world.joint_positions(), self.world.joint_velocities()
+            objects = self.world.object_poses()
+            success = self.world.success()
+            sim_t = self.world.time
+        stamp = time.time() if real_time else self.sim_time_base + sim_t
+        self.clock_pub.publish(Clock(clock=to_stamp(stamp)))
+        self.joint_pub.publish(joint_state_msg(self.world.joint_names, q, dq, stamp))
+        for cam, image in images.items():
+            frame = f"{cam}_color_optical_frame"
+            self.image_pubs[cam].publish(image_to_msg(image, stamp, frame))
+            self.info_pubs[cam].publish(camera_info_msg(self.world.camera_model(cam), stamp, frame))
+        if objects:
+            self.poses_pub.publish(poses_msg(objects, stamp, OBJECT_ORDER))
+        if success is not None:
+            self.success_pub.publish(Bool(data=bool(success)))
+        self.step_ms.add((t1 - t0) * 1e3)
+        self.render_ms.add((t2 - t1) * 1e3)
+
+    def publish_status(self) -> None:
+        with self.lock:
+            values = {
+                "seed": self.seed,
+                "task": self.world.task_name,
+                "success": self.world.success(),
+                "sim_time": round(self.world.time, 3),
+                "steps": self.steps,
+                "step_ms_p99": round(self.step_ms.percentile(99), 3),
+                "render_ms_p99": round(self.render_ms.percentile(99), 3),
+                "rejected_commands": self.bad_commands,
+            }
+        level = "warn" if self.bad_commands else "ok"
+        self.status_pub.publish(diagnostics_msg("sim_bridge", level, f"task {values['task']}", values, time.time()))
+
+    def close(self) -> None:
+        self.running = False
+        if self.thread.is_alive():
+            self.thread.join(timeout=2.0)
+        self.world.close()
+
+
+def main(args=None) -> int:
+    return run_node(SimBridgeNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Conversions between ROS messages and the numpy/dataclass types of robot_rl.
+
+Errors name the topic and what was expected, because they end up in a node's log and are the only
+clue an operator has when a camera driver publishes an unexpected encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose, PoseArray
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from robot_rl.policy.base import ActionChunk
+from robot_rl.sim.world import CameraModel, ObjectPose
+
+SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
+
+
+def to_sec(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_stamp(seconds: float) -> Time:
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def to_duration(seconds: float) -> Duration:
+    ns = int(round(seconds * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def duration_sec(d: Duration) -> float:
+    return d.sec + d.nanosec * 1e-9
+
+
+# -- images --------------------------------------------------------------------------------------
+def image_to_msg(image: np.ndarray, stamp: float, frame_id: str, encoding: str = "rgb8") -> Image:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    msg = Image()
+    msg.header.stamp = to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = image.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = image.shape[1] * 3
+    msg.data = np.ascontiguousarray(image).tobytes()
+    return msg
+
+
+def msg_to_image(msg: Image, topic: str = "image") -> np.ndarray:
+    """An (H, W, 3) RGB uint8 view of the message (bgr8 is converted); other encodings are refused."""
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        raise ValueError(f"{topic}: image encoding '{msg.encoding}' is not supported; expected one of {SUPPORTED_ENCODINGS}")
+    expected = msg.height * msg.step
+    if msg.step < msg.width * 3 or len(msg.data) != expected:
+        raise ValueError(
+            f"{topic}: image data has {len(msg.data)} bytes, expected height*step = {msg.height}*{msg.step} "
+            f"(width {msg.width}, 3 channels)"
+        )
+    buf = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
+    image = buf[:, : msg.width * 3].reshape(msg.height, msg.width, 3)
+    return image[:, :, ::-1] if msg.encoding == "bgr8" else image
+
+
+def camera_info_msg(model: CameraModel, stamp: float, frame_id: str) -> CameraInfo:
+    msg = CameraInfo()
+    msg.header.stamp = to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = model.width, model.height
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = model.k.reshape(-1).tolist()
+    msg.r = np.eye(3).reshape(-1).tolist()
+    p = np.zeros((3, 4))
+    p[:, :3] = model.k
+    msg.p = p.reshape(-1).tolist()
+    return msg
+
+
+# -- joints and trajectories -----------------------------------------------------------------------
+def joint_state_msg(names: list[str], positions, velocities=None, stamp: float = 0.0, frame_id: str = "") -> JointState:
+    msg = JointState()
+    msg.header.stamp = to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.name = list(names)
+    msg.position = [float(x) for x in positions]
+    if velocities is not None:
+        msg.velocity = [float(x) for x in velocities]
+    return msg
+
+
+def joint_state_positions(msg: JointState, topic: str = "joint_states") -> tuple[list[str], np.ndarray]:
+    if len(msg.name) != len(msg.position):
+        raise ValueError(f"{topic}: {len(msg.name)} joint names but {len(msg.position)} positions")
+    return list(msg.name), np.asarray(msg.position, dtype=np.float64)
+
+
+def chunk_to_msg(chunk: ActionChunk) -> JointTrajectory:
+    """One action chunk as a JointTrajectory stamped with its observation time."""
+    msg = JointTrajectory()
+    msg.header.stamp = to_stamp(chunk.stamp)
+    msg.joint_names = list(chunk.joint_names)
+    for k, row in enumerate(chunk.positions):
+        point = JointTrajectoryPoint()
+        point.positions = row.tolist()
+        point.time_from_start = to_duration(chunk.period * (k + 1))
+        msg.points.append(point)
+    return msg
+
+
+def msg_to_chunk(msg: JointTrajectory, topic: str = "trajectory") -> ActionChunk:
+    if not msg.points:
+        raise ValueError(f"{topic}: trajectory has no points")
+    n = len(msg.joint_names)
+    for i, point in enumerate(msg.points):
+        if len(point.positions) != n:
+            raise ValueError(f"{topic}: point {i} has {len(point.positions)} positions for {n} joint names")
+    times = np.array([duration_sec(p.time_from_start) for p in msg.points])
+    period = float(times[0])
+    if period <= 0 or not np.allclose(np.diff(times), period, atol=1e-6):
+        raise ValueError(f"{topic}: points must be evenly spaced starting one period after the stamp, got {times}")
+    positions = np.array([p.positions for p in msg.points], dtype=np.float64)
+    return ActionChunk(to_sec(msg.header.stamp), period, list(msg.joint_names), positions)
+
+
+# -- privileged sim state ---------------------------------------------------------------------------
+def poses_msg(objects: dict[str, ObjectPose], stamp: float, order: list[str]) -> PoseArray:
+    msg = PoseArray()
+    msg.header.stamp = to_stamp(stamp)
+    msg.header.frame_id = "world"
+    for name in order:
+        pose = Pose()
+        p, q = objects[name].position, objects[name].quaternion
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
+        pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in q)
+        msg.poses.append(pose)
+    return msg
+
+
+def msg_to_poses(msg: PoseArray, order: list[str], topic: str = "object_poses") -> dict[str, ObjectPose]:
+    if len(msg.poses) != len(order):
+        raise ValueError(f"{topic}: expected {len(order)} poses ({order}), got {len(msg.poses)}")
+    out = {}
+    for name, pose in zip(order, msg.poses):
+        p, q = pose.position, pose.orientation
+        out[name] = ObjectPose(np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z]))
+    return out
+
+
+# -- diagnostics ---------------------------------------------------------------------------------------
+LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
+
+
+def diagnostics_msg(name: str, level: str, message: str, values: dict, stamp: float, hardware_id: str = "") -> DiagnosticArray:
+    status = DiagnosticStatus()
+    status.level = LEVELS[level]
+    status.name = name
+    status.message = message
+    status.hardware_id = hardware_id
+    status.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
+    msg = DiagnosticArray()
+    msg.header.stamp = to_stamp(stamp)
+    msg.status = [status]
+    return msg
+
+
+def diagnostics_values(msg: DiagnosticArray) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for status in msg.status:
+        out.update({kv.key: kv.value for kv in status.values})
+    return out

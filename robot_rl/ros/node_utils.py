@@ -1,0 +1,73 @@
+"""Small helpers every robot_rl node uses: typed parameters, clock seconds, process entry point."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+
+def declare(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Declare parameters with defaults and return their values, coerced to the defaults' types.
+
+    Parameters are dynamically typed so that ``rate:=30`` is accepted for a float parameter (launch
+    substitutions cannot say 30.0); a value that cannot be coerced is an error naming the parameter.
+    """
+    values = {}
+    for name, default in defaults.items():
+        value = node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
+        values[name] = _coerce(node.get_name(), name, value, default)
+    return values
+
+
+def _coerce(node_name: str, name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(default, str):
+            return str(value)
+        if isinstance(default, list) and isinstance(value, (list, tuple)):
+            return list(value)
+        raise TypeError
+    except TypeError:
+        raise ValueError(
+            f"node '{node_name}': parameter '{name}' = {value!r} should be a {type(default).__name__} "
+            f"like its default {default!r}"
+        ) from None
+
+
+def now_sec(node: Node) -> float:
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Spin a node until Ctrl-C or shutdown; a configuration error exits non-zero with its message."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        node = factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    except (ValueError, FileNotFoundError) as exc:  # configuration errors: say what and where, then exit
+        print(f"[fatal] {exc}", file=sys.stderr, flush=True)
+        code = 2
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code

@@ -1,0 +1,72 @@
+"""ament_python package robot_rl; also installable with plain pip (see README)."""
+
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "robot_rl"
+NODES = ["sim_bridge_node", "policy_node", "safety_node"]
+
+
+def tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that install ``folder`` recursively under share/robot_rl."""
+    entries: dict[str, list[str]] = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            entries.setdefault(f"share/{PACKAGE}/{path.parent.as_posix()}", []).append(path.as_posix())
+    return sorted(entries.items())
+
+
+# ROS 2 itself (rclpy and the message packages) is deliberately absent from install_requires: on a
+# ROS machine it comes from the distribution, and the pip-only set-up (Makefile, extra "ros-pypi")
+# installs the PyPI wheels. Declaring them here would put a second rclpy next to a system ROS.
+ROS_PYPI = [
+    "ros-rclpy",
+    "ros-rmw-fastrtps-cpp",
+    "ros-sensor-msgs",
+    "ros-std-msgs",
+    "ros-std-srvs",
+    "ros-geometry-msgs",
+    "ros-trajectory-msgs",
+    "ros-diagnostic-msgs",
+    "ros-rosgraph-msgs",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["tests", "tests.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *tree("launch"),
+        *tree("config"),
+        *tree("calibration"),
+        *tree("sim"),
+        *tree("policies"),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "mujoco>=3.3,<4",
+        "gymnasium>=1.0",
+    ],
+    extras_require={
+        "ros-pypi": ROS_PYPI,
+        "test": ["pytest>=8", "pytest-timeout"],
+    },
+    zip_safe=True,
+    maintainer="robot_rl developers",
+    maintainer_email="dev@robot-rl.invalid",
+    description="Real-robot reinforcement learning on ROS 2 with a MuJoCo twin",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "robot-rl = robot_rl.cli:main",
+            *[f"{node} = {PACKAGE}.nodes.{node}:main" for node in NODES],
+        ],
+    },
+)

@@ -40,8 +40,8 @@ DEFAULTS = {
 
 
 class PolicyNode(Node):
-    def __init__(self) -> None:
-        super().__init__("policy")
+    def __init__(self, **kwargs) -> None:
+        super().__init__("policy", **kwargs)
         p = declare(self, DEFAULTS)
         self.p = p
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))

@@ -37,8 +37,8 @@ DEFAULTS = {
 
 
 class SafetyNode(Node):
-    def __init__(self) -> None:
-        super().__init__("safety")
+    def __init__(self, **kwargs) -> None:
+        super().__init__("safety", **kwargs)
         p = declare(self, DEFAULTS)
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         self.filter = SafetyFilter(limits, SafetyConfig(

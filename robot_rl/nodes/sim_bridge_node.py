@@ -51,8 +51,8 @@ DEFAULTS = {
 
 
 class SimBridgeNode(Node):
-    def __init__(self) -> None:
-        super().__init__("sim_bridge")
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sim_bridge", **kwargs)
         p = declare(self, DEFAULTS)
         self.p = p
         extra = {"env_id": p["gym_env_id"], "image_keys": [k for k in p["gym_image_keys"] if k],
@@ -102,7 +102,8 @@ class SimBridgeNode(Node):
             names = list(TASKS)
             task = names[self.task_index % len(names)] if self.cycle else self.world.task_name
         self.world.reset(seed, task)
-        self.command = self.world.joint_positions()
+        hold = getattr(self.world, "hold_command", None)
+        self.command = hold() if hold else self.world.joint_positions()
         summary = f"seed={seed} task={self.world.task_name}"
         if self.p["announce_instruction"] and self.world.task_name is not None:
             self.instruction_pub.publish(String(data=TASKS[self.world.task_name].instruction))
@@ -132,11 +133,11 @@ class SimBridgeNode(Node):
 
     def on_command(self, msg: Float64MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float64)
-        n = len(self.world.joint_names)
-        if values.shape != (n,) or not np.all(np.isfinite(values)):
+        names = getattr(self.world, "command_names", self.world.joint_names)
+        if values.shape != (len(names),) or not np.all(np.isfinite(values)):
             self.bad_commands += 1
             self.get_logger().error(
-                f"/robot/command rejected: expected {n} finite joint targets ordered {self.world.joint_names}, "
+                f"/robot/command rejected: expected {len(names)} finite joint targets ordered {names}, "
                 f"got {values.size} values; holding the previous command",
                 throttle_duration_sec=1.0,
             )

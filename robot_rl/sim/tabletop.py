@@ -8,6 +8,7 @@ and reflections off: on a CPU renderer the shadow pass costs more than the whole
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 
@@ -165,6 +166,9 @@ class TabletopWorld(World):
             renderer = mujoco.Renderer(self.model, height=key[0], width=key[1])
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+            if not self._renderers:
+                # Free GL contexts before the interpreter tears EGL down (avoids noisy errors at exit).
+                atexit.register(self.close)
             self._renderers[key] = renderer
         return renderer
 

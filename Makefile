@@ -1,0 +1,27 @@
+# Pip-only set-up and the two everyday commands. On a ROS 2 machine use colcon instead (README).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+export MUJOCO_GL ?= egl
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Re-run the set-up only when what it installs from changed: seconds when already done.
+$(STAMP): setup.py package.xml requirements/base.txt requirements/pip-ros.txt requirements/test.txt scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $@
+
+demo: setup
+	$(VENV)/bin/robot-rl demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(VENV)/bin/robot-rl bench loop --json bench-results/loop.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,68 @@
+import math
+
+import mujoco
+import numpy as np
+import pytest
+
+from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
+from robot_rl.sim.tabletop import TabletopWorld
+from robot_rl.sim.tasks import TASKS
+from robot_rl.sim.world import WorldConfig
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = TabletopWorld(WorldConfig(control_rate_hz=10.0))
+    yield w
+    w.close()
+
+
+def test_forward_kinematics_matches_mujoco(world):
+    kin = ArmKinematics.from_model(world.model)
+    rng = np.random.default_rng(0)
+    data = mujoco.MjData(world.model)
+    adr = [world.model.joint(n).qposadr[0] for n in world.joint_names[:5]]
+    for _ in range(20):
+        q = rng.uniform(-1.0, 1.0, 5)
+        data.qpos[adr] = q
+        mujoco.mj_kinematics(world.model, data)
+        pos, _ = kin.forward(q)
+        np.testing.assert_allclose(pos, data.site("grip").xpos, atol=1e-9)
+
+
+def test_inverse_kinematics_round_trip(world):
+    kin = ArmKinematics.from_model(world.model)
+    for target in ([0.3, 0.1, 0.05], [0.4, -0.15, 0.02], [0.25, 0.0, 0.2]):
+        q = kin.inverse(np.array(target), finger_yaw=0.3)
+        pos, yaw = kin.forward(q)
+        np.testing.assert_allclose(pos, target, atol=1e-9)
+        assert abs(((yaw - 0.3) + math.pi / 2) % math.pi - math.pi / 2) < 1e-9
+        assert abs(sum(q[1:4])) < 1e-9  # gripper points straight down
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_oracle_succeeds_at_least_95_percent(world, task):
+    oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
+    seeds = range(1000, 1030)
+    successes = 0
+    for seed in seeds:
+        world.reset(seed, task)
+        oracle.reset(task)
+        for _ in range(int(TASKS[task].max_duration_s / world.control_period)):
+            world.step(oracle.act(world.joint_positions(), world.object_poses())[0])
+            if world.success():
+                successes += 1
+                break
+    assert successes / len(seeds) >= 0.95, f"{task}: {successes}/{len(seeds)}"
+
+
+def test_oracle_chunks_have_requested_length_and_respect_speed(world):
+    oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
+    world.reset(0, "pick_cube")
+    oracle.reset("pick_cube")
+    chunk = oracle.act(world.joint_positions(), world.object_poses(), chunk_length=8)
+    assert chunk.shape == (8, 6)
+    kin = oracle.kin
+    points = [kin.forward(q)[0] for q in chunk]
+    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    assert np.all(steps <= oracle.config.max_speed * world.control_period + 1e-9)

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from robot_rl.sim.tabletop import JOINT_NAMES, TabletopWorld
+from robot_rl.sim.tasks import TASKS, UnknownTaskError, get_task
+from robot_rl.sim.world import WorldConfig
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = TabletopWorld(WorldConfig(image_width=64, image_height=48))
+    yield w
+    w.close()
+
+
+def rollout(world, seed, task, commands):
+    world.reset(seed, task)
+    states = []
+    for c in commands:
+        world.step(c)
+        states.append(np.concatenate([world.joint_positions(), world.cube_position()]))
+    return np.array(states)
+
+
+def test_same_seed_same_episode_and_other_seed_differs(world):
+    rng = np.random.default_rng(3)
+    commands = [np.clip(world.joint_positions() + rng.normal(0, 0.2, 6), world.ctrl_low, world.ctrl_high) for _ in range(15)]
+    a = rollout(world, 7, "pick_cube", commands)
+    image_a = world.render("front")
+    b = rollout(world, 7, "pick_cube", commands)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(image_a, world.render("front"))
+    world.reset(8, "pick_cube")
+    assert np.linalg.norm(world.cube_position() - a[0, 6:]) > 1e-3
+
+
+def test_layout_depends_on_seed_not_task(world):
+    world.reset(11, "reach_cube")
+    poses = {k: v.position.copy() for k, v in world.object_poses().items()}
+    world.reset(11, "press_button")
+    for k, v in world.object_poses().items():
+        np.testing.assert_allclose(v.position, poses[k])
+
+
+def test_cameras_render_configured_size(world):
+    for cam in ("front", "wrist"):
+        image = world.render(cam)
+        assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+        assert image.std() > 5  # not a blank frame
+    model = world.camera_model("front")
+    assert (model.width, model.height) == (64, 48) and model.fx > 0
+
+
+def test_red_cube_is_visible_in_front_camera(world):
+    world.reset(0, "pick_cube")
+    image = world.render("front").astype(int)
+    red = (image[..., 0] > 150) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    assert red.sum() > 3
+
+
+def test_no_task_succeeds_at_reset(world):
+    for seed in range(5):
+        for task in TASKS:
+            world.reset(seed, task)
+            assert world.success() is False, (seed, task)
+
+
+def test_bad_inputs_are_refused_with_clear_errors(world):
+    with pytest.raises(ValueError, match="finite joint targets"):
+        world.step(np.full(6, np.nan))
+    with pytest.raises(ValueError, match="6 finite"):
+        world.step(np.zeros(3))
+    with pytest.raises(ValueError, match="unknown camera 'top'"):
+        world.render("top")
+    with pytest.raises(UnknownTaskError, match="stack the blocks"):
+        world.reset(0, "stack the blocks")
+    with pytest.raises(ValueError, match="camera 'side' is not in scene"):
+        TabletopWorld(WorldConfig(cameras=["side"]))
+
+
+def test_instructions_are_normalised():
+    assert get_task("  Pick up the red cube. ").name == "pick_cube"
+    assert get_task("press_button").instruction == "press the blue button"
+
+
+def test_joint_names_follow_so101_convention(world):
+    assert world.joint_names == JOINT_NAMES
+    assert world.joint_positions().shape == (6,)

@@ -96,9 +96,11 @@ class SafetyNode(Node):
     def on_estop(self, msg: Bool) -> None:
         was = self.filter.estop
         self.filter.update_estop(msg.data)
-        if self.filter.estop != was:
-            log = self.get_logger().error if self.filter.estop else self.get_logger().warning
-            log("E-STOP LATCHED: holding position" if self.filter.estop else "e-stop released")
+        # (rclpy forbids one call site logging at two severities, hence two calls)
+        if self.filter.estop and not was:
+            self.get_logger().error("E-STOP LATCHED: holding the measured position")
+        elif was and not self.filter.estop:
+            self.get_logger().warning("e-stop released: waiting for fresh commands")
         self.publish_command(event=True)
 
     def publish_command(self, event: bool = False) -> None:

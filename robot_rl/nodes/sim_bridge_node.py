@@ -13,6 +13,7 @@ nodes follow with ``use_sim_time``.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -57,9 +58,21 @@ class SimBridgeNode(Node):
         self.p = p
         extra = {"env_id": p["gym_env_id"], "image_keys": [k for k in p["gym_image_keys"] if k],
                  "state_key": p["gym_state_key"]}
-        config = WorldConfig(control_rate_hz=p["control_rate_hz"], cameras=list(p["cameras"]),
-                             image_width=p["image_width"], image_height=p["image_height"], extra=extra)
-        self.world = make_world(p["world"], config)
+        self.config = WorldConfig(control_rate_hz=p["control_rate_hz"], cameras=list(p["cameras"]),
+                                  image_width=p["image_width"], image_height=p["image_height"], extra=extra)
+        # Offscreen GL contexts belong to the thread that made them, so the world is created, stepped,
+        # rendered and reset only on the simulation thread; other threads hand it requests.
+        self.requests: queue.Queue = queue.Queue()
+        self.running = True
+        self.started = False  # the loop steps only once the node is fully wired
+        self.world = None
+        self.world_error: BaseException | None = None
+        self.world_ready = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name="sim_loop", daemon=True)
+        self.thread.start()
+        self.world_ready.wait()
+        if self.world_error is not None:
+            raise self.world_error
         self.cycle = p["task"] == "cycle"
         self.task_index = 0
         if not self.cycle and self.world.task_name is not None:
@@ -86,10 +99,8 @@ class SimBridgeNode(Node):
         self.create_service(Trigger, "/sim/reset", self.on_reset)
         self.create_timer(1.0, self.publish_status)
 
-        self._reset_locked(self.seed)
-        self.running = True
-        self.thread = threading.Thread(target=self.loop, name="sim_loop", daemon=True)
-        self.thread.start()
+        self.in_sim_thread(lambda: self._reset_locked(self.seed))
+        self.started = True
         self.get_logger().info(
             f"world '{p['world']}' cameras {self.world.camera_names} {p['image_width']}x{p['image_height']} "
             f"at {p['control_rate_hz']} Hz, joints {self.world.joint_names}"
@@ -109,11 +120,32 @@ class SimBridgeNode(Node):
             self.instruction_pub.publish(String(data=TASKS[self.world.task_name].instruction))
         return summary
 
+    def in_sim_thread(self, fn, timeout: float = 10.0):
+        """Run ``fn`` on the simulation thread between two steps and return its result."""
+        done, box = threading.Event(), {}
+
+        def call():
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+            done.set()
+
+        self.requests.put(call)
+        if not done.wait(timeout):
+            raise TimeoutError("simulation thread did not answer")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
     def on_reset(self, request, response):
-        with self.lock:
-            self.seed += 1
-            self.task_index += 1
-            response.message = self._reset_locked(self.seed)
+        def reset():
+            with self.lock:
+                self.seed += 1
+                self.task_index += 1
+                return self._reset_locked(self.seed)
+
+        response.message = self.in_sim_thread(reset)
         response.success = True
         self.get_logger().info(f"reset: {response.message}")
         return response
@@ -127,8 +159,7 @@ class SimBridgeNode(Node):
             self.get_logger().warning(f"/instruction '{msg.data}' matches no simulated task: no ground-truth success for it")
             return
         if task.name != self.world.task_name:
-            with self.lock:
-                self.world.set_task(task.name)
+            self.in_sim_thread(lambda: self.world.set_task(task.name))
             self.get_logger().info(f"task set to {task.name} by /instruction")
 
     def on_command(self, msg: Float64MultiArray) -> None:
@@ -147,10 +178,23 @@ class SimBridgeNode(Node):
 
     # -- the loop --------------------------------------------------------------------------------------
     def loop(self) -> None:
+        try:
+            self.world = make_world(self.p["world"], self.config)
+        except BaseException as exc:  # noqa: BLE001 - reported by the constructor
+            self.world_error = exc
+        self.world_ready.set()
+        if self.world is None:
+            return
         rtf = float(self.p["real_time_factor"])
         period = self.world.control_period
         next_tick = time.monotonic()
         while self.running and self.context.ok():
+            while not self.requests.empty():
+                self.requests.get_nowait()()
+            if not self.started:
+                time.sleep(0.005)
+                next_tick = time.monotonic()
+                continue
             if rtf > 0:
                 next_tick += period / rtf
                 delay = next_tick - time.monotonic()
@@ -162,8 +206,9 @@ class SimBridgeNode(Node):
                 self.tick(real_time=rtf == 1.0)
             except Exception as exc:  # noqa: BLE001 - keep the world alive, report loudly
                 if not (self.running and self.context.ok()):
-                    return  # shutting down: publishers are gone
+                    break  # shutting down: publishers are gone
                 self.get_logger().error(f"simulation step failed: {exc}", throttle_duration_sec=1.0)
+        self.world.close()  # on this thread: it owns the GL contexts
 
     def tick(self, real_time: bool) -> None:
         t0 = time.perf_counter()
@@ -210,7 +255,7 @@ class SimBridgeNode(Node):
         self.running = False
         if self.thread.is_alive():
             self.thread.join(timeout=2.0)
-        self.world.close()
+
 
 
 def main(args=None) -> int:

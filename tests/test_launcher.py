@@ -1,0 +1,83 @@
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from robot_rl.launcher import LaunchError, LaunchRunner, parse_launch
+from robot_rl.paths import data_path
+
+
+def test_sim_launch_parses_with_overrides():
+    nodes = parse_launch(data_path("launch", "sim_launch.yaml"), {"policy": "random", "control_rate_hz": "30"})
+    assert [n.name for n in nodes] == ["sim_bridge", "policy", "safety"]
+    policy = nodes[1]
+    assert ("value", "policy:=random") in policy.params
+    assert ("value", "control_rate_hz:=30") in policy.params
+    assert any(kind == "file" and value.endswith("config/policy.yaml") for kind, value in policy.params)
+    cmd = policy.command()
+    assert "--ros-args" in cmd and "__node:=policy" in cmd
+
+
+@pytest.mark.parametrize("text, message", [
+    ("launch: [", "not valid YAML"),
+    ("nodes: []", "expected a top-level 'launch:' list"),
+    ("launch:\n- group: {}\n", "unsupported entry 'group'"),
+    ("launch:\n- node: {pkg: robot_rl}\n", "missing 'exec'"),
+    ("launch:\n- node: {pkg: robot_rl, exec: x, param: [{name: a, value: $(var nope)}]}\n", r"\$\(var nope\) names no declared"),
+    ("launch:\n- node: {pkg: robot_rl, exec: x, param: [{name: a, value: $(shell ls)}]}\n", "unsupported substitution"),
+    ("launch:\n- node: {pkg: robot_rl, exec: x, param: [{from: /no/such.yaml}]}\n", "/no/such.yaml does not exist"),
+    ("launch:\n- arg: {name: a}\n", "launch argument 'a' has no default"),
+])
+def test_malformed_launch_files_name_file_and_entry(tmp_path, text, message):
+    path = tmp_path / "bad_launch.yaml"
+    path.write_text(text)
+    with pytest.raises(LaunchError, match=message) as info:
+        parse_launch(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_launch_argument_is_refused():
+    with pytest.raises(LaunchError, match=r"unknown launch arguments \['colour'\]"):
+        parse_launch(data_path("launch", "sim_launch.yaml"), {"colour": "red"})
+
+
+def test_cli_launch_of_malformed_file_exits_non_zero(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("launch:\n- node: {exec: x}\n")
+    proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "launch", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "broken.yaml" in proc.stderr and "missing 'pkg'" in proc.stderr
+
+
+def _script(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+def test_runner_prefixes_output_and_stops_everything_when_a_required_node_dies(tmp_path, capfd):
+    _script(tmp_path, "sleeper", """
+        import signal, sys, time
+        print("sleeper up", flush=True)
+        time.sleep(120)
+    """)
+    _script(tmp_path, "crasher", """
+        import sys, time
+        time.sleep(1.0)
+        print("crashing", flush=True)
+        sys.exit(3)
+    """)
+    launch = tmp_path / "l.yaml"
+    launch.write_text("launch:\n- node: {pkg: demo, exec: sleeper, name: a}\n- node: {pkg: demo, exec: crasher, name: b, on_exit: shutdown}\n")
+    os.environ["PATH"] = f"{tmp_path}:{os.environ['PATH']}"
+    runner = LaunchRunner(parse_launch(launch))
+    runner.start()
+    started = time.monotonic()
+    code = runner.wait()
+    assert code == 1 and runner.failed == ["b"]
+    assert runner.alive() == [] and time.monotonic() - started < 20
+    out = capfd.readouterr().out
+    assert "[a] sleeper up" in out and "[b] crashing" in out and "exited with code 3" in out

@@ -25,6 +25,7 @@ from robot_rl.ros import qos
 from robot_rl.ros.conversions import chunk_to_msg, diagnostics_msg, joint_state_positions, msg_to_image, msg_to_poses, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
 from robot_rl.safety.limits import load_robot_limits
+from robot_rl.sim.world import OBJECT_ORDER
 from robot_rl.stats import Window
 
 DEFAULTS = {
@@ -123,8 +124,6 @@ class PolicyNode(Node):
             if self.policy.needs_privileged_state:
                 if self.objects is None:
                     return self._skip("no privileged state: nothing on /sim/object_poses")
-                from robot_rl.nodes.sim_bridge_node import OBJECT_ORDER
-
                 objects = msg_to_poses(self.objects, OBJECT_ORDER, "/sim/object_poses")
             obs = Observation(stamp, names, positions, self.instruction, images, objects)
             t0 = time.perf_counter()

@@ -30,10 +30,8 @@ from robot_rl.ros import qos
 from robot_rl.ros.conversions import camera_info_msg, diagnostics_msg, image_to_msg, joint_state_msg, poses_msg, to_stamp
 from robot_rl.ros.node_utils import declare, run_node
 from robot_rl.sim.tasks import TASKS, UnknownTaskError, get_task
-from robot_rl.sim.world import WorldConfig, make_world
+from robot_rl.sim.world import OBJECT_ORDER, WorldConfig, make_world
 from robot_rl.stats import Window
-
-OBJECT_ORDER = ["cube", "pad", "button"]  # order of poses in /sim/object_poses
 
 DEFAULTS = {
     "world": "tabletop",

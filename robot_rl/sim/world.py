@@ -37,6 +37,10 @@ class ObjectPose:
     quaternion: np.ndarray  # (4,) w, x, y, z
 
 
+#: Order of the privileged object poses on /sim/object_poses (geometry_msgs/PoseArray).
+OBJECT_ORDER = ["cube", "pad", "button"]
+
+
 @dataclass
 class WorldConfig:
     """What the bridge asks of a world; fields a world does not use are ignored."""

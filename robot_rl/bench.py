@@ -2,9 +2,9 @@
 
 Runs the sim graph with (by default) 640x480 RGB images from two cameras at 30 Hz and the scripted
 oracle, resetting episodes so the arm keeps moving, and writes JSON with the image-stamp-to-command
-latency (measured where the executed command arrives, i.e. one DDS hop after it left the safety
-node, so slightly pessimistic), the policy's inference time, the jitter of the command stream and the
-pipeline overhead (latency minus inference) against the 5 ms goal.
+latency (measured in the safety node as the command leaves it, and again at this client one DDS hop
+later), the frame's age at each hop, the policy's inference time, the jitter of the command stream
+and the pipeline overhead (latency minus inference) against the 5 ms goal.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from robot_rl.demo import latency_stats
 from robot_rl.graph import SimGraph
+from robot_rl.stats import summarise
 
 GOAL_OVERHEAD_MS = 5.0
 
@@ -33,6 +34,7 @@ def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height:
         time.sleep(1.0)  # let discovery and first-frame allocations settle before measuring
         with client.lock:
             client.rec.commands.clear()
+            client.rec.joint_state_ages.clear()
         start = last_reset = time.monotonic()
         while time.monotonic() - start < duration:
             graph.check_alive()
@@ -43,10 +45,24 @@ def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height:
         with client.lock:
             commands = list(client.rec.commands)
             status = dict(client.rec.status)
+            hop = summarise([a * 1e3 for a in client.rec.joint_state_ages])
     stats = latency_stats(commands, 1.0 / rate_hz)
     pol, sim = status.get("/policy/status", {}), status.get("/sim/status", {})
     inference = {"p50": float(pol.get("inference_ms_p50", "nan")), "p99": float(pol.get("inference_ms_p99", "nan"))}
-    overhead_p99 = stats["latency_ms"]["p99"] - inference["p99"]
+    safety = status.get("/safety/status", {})
+    # The issue's definition: image stamp -> command leaving the safety node, measured there.
+    latency = {**_pair(safety, "latency_ms"), "n": int(float(safety.get("latency_samples", "0")))}
+    overhead_p99 = latency["p99"] - inference["p99"]
+    # Frame age at each hop (p50/p99 over the nodes' last ~300 samples), to see where latency goes.
+    stages = {
+        "sim_published_ms": _pair(sim, "publish_ms"),
+        "policy_receive_ms": _pair(pol, "frame_age_at_receive_ms"),
+        "policy_publish_ms": _pair(pol, "frame_age_at_publish_ms"),
+        "safety_receive_ms": _pair(safety, "chunk_age_at_receive_ms"),
+        "safety_publish_ms": {"p50": latency["p50"], "p99": latency["p99"]},
+        "client_receive_ms": {"p50": stats["latency_ms"]["p50"], "p99": stats["latency_ms"]["p99"]},
+    }
+    frames = {k[len("frames_"):]: int(v) for k, v in pol.items() if k.startswith("frames_")}
     report = {
         "benchmark": "loop",
         "image": [height, width],
@@ -55,8 +71,18 @@ def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height:
         "measured_command_rate_hz": round(1e3 / stats["period_ms"]["p50"], 2) if stats["period_ms"]["n"] else 0.0,
         "duration_s": duration,
         "policy": policy,
-        "latency_ms": stats["latency_ms"],
+        "latency_ms": latency,
+        "latency_at_client_ms": stats["latency_ms"],
         "inference_ms": inference,
+        "stages_frame_age_ms": stages,
+        # baseline from the same run: one hop of a small message (/joint_states, sim -> this client)
+        "baseline_one_hop_ms": hop,
+        "pipeline_overhead_in_hops_p99": round(overhead_p99 / hop["p99"], 2) if hop["n"] else None,
+        "frames_received_by_policy": frames,
+        "frames_published": int(float(sim.get("steps", "0"))),
+        "policy_chunks": int(float(pol.get("chunks", "0"))),
+        "policy_skipped": int(float(pol.get("skipped", "0"))),
+        "policy_last_skip": pol.get("last_skip", ""),
         "period_ms": stats["period_ms"],
         "period_jitter_ms": stats["period_jitter_ms"],
         "pipeline_overhead_ms_p99": overhead_p99,
@@ -65,12 +91,18 @@ def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height:
         "sim_render_ms_p99": float(sim.get("render_ms_p99", "nan")),
         "sim_step_ms_p99": float(sim.get("step_ms_p99", "nan")),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
-        "notes": "latency is measured from the image header stamp (set when the frame is published) to the arrival "
-                 "of the executed command on /safety/command; inference percentiles come from /policy/status",
+        "notes": "latency_ms: image header stamp (taken when the frames are rendered) to the fresh policy command "
+                 "leaving the safety node, measured in the safety node over the whole run; latency_at_client_ms: "
+                 "the same command's arrival at the benchmark client, one DDS hop later; stages: the frame's age "
+                 "at each hop (p50/p99 over each node's last 300 samples); inference from /policy/status",
     }
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(report, indent=2))
-    echo(f"latency p50 {stats['latency_ms']['p50']:.2f} ms p99 {stats['latency_ms']['p99']:.2f} ms; inference p99 "
+    echo(f"latency p50 {latency['p50']:.2f} ms p99 {latency['p99']:.2f} ms; inference p99 "
          f"{inference['p99']:.2f} ms; overhead p99 {overhead_p99:.2f} ms (goal < {GOAL_OVERHEAD_MS} ms); "
-         f"jitter p99 {stats['period_jitter_ms']['p99']:.2f} ms -> {json_path}")
+         f"jitter p99 {stats['period_jitter_ms']['p99']:.2f} ms; one-hop baseline p99 {hop['p99']:.2f} ms -> {json_path}")
     return report
+
+
+def _pair(values: dict, key: str) -> dict:
+    return {q: float(values.get(f"{key}_{q}", "nan")) for q in ("p50", "p99")}

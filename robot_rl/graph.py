@@ -39,6 +39,9 @@ class Recorder:
     success_at: float = 0.0
     status: dict[str, dict[str, str]] = field(default_factory=dict)
     joint_states: JointState | None = None
+    # age of each /joint_states message on arrival here (s): one DDS hop of a small message from the
+    # sim bridge under the same load, the transport floor that benchmarks compare the pipeline with
+    joint_state_ages: list[float] = field(default_factory=list)
 
 
 class SimGraphClient:
@@ -86,7 +89,10 @@ class SimGraphClient:
             self.rec.success = self.rec.success or msg.data
 
     def _on_joints(self, msg: JointState) -> None:
-        self.rec.joint_states = msg
+        with self.lock:
+            self.rec.joint_states = msg
+            if len(self.rec.joint_state_ages) < 100_000:
+                self.rec.joint_state_ages.append(time.time() - to_sec(msg.header.stamp))
 
     def _on_status(self, topic: str, msg: DiagnosticArray) -> None:
         with self.lock:

@@ -15,8 +15,10 @@ Supported subset of the YAML launch format (what robot_rl's launch files use)::
         - {name: task, value: $(var task)}
         remap:
         - {from: /joint_states, to: /robot1/joint_states}
+    - set_env: {name: FASTDDS_DEFAULT_PROFILES_FILE, value: ...}   # for the nodes that follow
 
-Substitutions: ``$(var NAME)``, ``$(env NAME [default])``, ``$(find-pkg-share PKG)``.
+Substitutions: ``$(var NAME)``, ``$(env NAME [default])``, ``$(find-pkg-share PKG)``, nested
+innermost first (``$(env X $(find-pkg-share robot_rl)/f.xml)``).
 Each node is its own process (found on PATH, or ``python -m robot_rl.nodes.<exec>``), its output is
 prefixed with ``[name]``; Ctrl-C, a dying ``on_exit: shutdown`` node or a node that fails stops all
 of them (SIGINT, then SIGTERM, then SIGKILL), and the runner exits non-zero when any node failed.
@@ -53,6 +55,7 @@ class NodeSpec:
     params: list[tuple[str, str]] = field(default_factory=list)  # ("file", path) or ("value", "name:=value")
     remaps: list[tuple[str, str]] = field(default_factory=list)
     on_exit_shutdown: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # set_env entries above this node
 
     def command(self) -> list[str]:
         exe = shutil.which(self.executable)
@@ -102,7 +105,12 @@ def substitute(text: str, args: dict[str, str], where: str) -> str:
                 raise LaunchError(f"{where}: {exc}") from exc
         raise LaunchError(f"{where}: unsupported substitution $({match.group(1)}); supported: var, env, find-pkg-share")
 
-    return _SUBST.sub(one, text)
+    for _ in range(16):  # innermost substitutions first, so defaults may themselves be substitutions
+        replaced = _SUBST.sub(one, text)
+        if replaced == text:
+            return replaced
+        text = replaced
+    raise LaunchError(f"{where}: substitutions nest too deeply")
 
 
 def _scalar(value, args: dict[str, str], where: str) -> str:
@@ -127,10 +135,11 @@ def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> l
     overrides = dict(overrides or {})
     args: dict[str, str] = {}
     nodes: list[NodeSpec] = []
+    env: dict[str, str] = {}
     for i, entry in enumerate(doc["launch"]):
         where = f"{path}: launch[{i}]"
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise LaunchError(f"{where}: each entry must be a single 'arg:' or 'node:' mapping, got {entry!r}")
+            raise LaunchError(f"{where}: each entry must be a single 'arg:', 'set_env:' or 'node:' mapping, got {entry!r}")
         (kind, body), = entry.items()
         if not isinstance(body, dict):
             raise LaunchError(f"{where}.{kind}: expected a mapping")
@@ -146,8 +155,13 @@ def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> l
                 raise LaunchError(f"{path}: launch argument '{name}' has no default and was not given (use {name}:=VALUE)")
         elif kind == "node":
             nodes.append(_parse_node(body, args, where))
+            nodes[-1].env = dict(env)
+        elif kind == "set_env":
+            if not isinstance(body.get("name"), str) or "value" not in body:
+                raise LaunchError(f"{where}.set_env: expected {{name: VARIABLE, value: VALUE}}")
+            env[body["name"]] = _scalar(body["value"], args, f"{where}.set_env")
         else:
-            raise LaunchError(f"{where}: unsupported entry '{kind}'; this runner supports 'arg' and 'node'")
+            raise LaunchError(f"{where}: unsupported entry '{kind}'; this runner supports 'arg', 'set_env' and 'node'")
     if overrides:
         raise LaunchError(f"{path}: unknown launch arguments {sorted(overrides)}; declared: {sorted(args)}")
     names = [n.namespace + "/" + n.name for n in nodes]
@@ -204,7 +218,8 @@ class LaunchRunner:
 
     def start(self) -> "LaunchRunner":
         for node in self.nodes:
-            proc = subprocess.Popen(node.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
+            proc = subprocess.Popen(node.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env={**self.env, **node.env},
                                     start_new_session=True, text=True, bufsize=1)
             self.procs[node.name] = proc
             thread = threading.Thread(target=self._pump, args=(node.name, proc), daemon=True)

@@ -81,3 +81,41 @@ def test_runner_prefixes_output_and_stops_everything_when_a_required_node_dies(t
     assert runner.alive() == [] and time.monotonic() - started < 20
     out = capfd.readouterr().out
     assert "[a] sleeper up" in out and "[b] crashing" in out and "exited with code 3" in out
+
+
+def test_set_env_reaches_the_nodes_after_it_and_substitutions_nest(tmp_path, capfd, monkeypatch):
+    _script(tmp_path, "printenv_node", """
+        import os
+        print("VALUE=" + os.environ.get("ROBOT_RL_TEST_VALUE", "<unset>"), flush=True)
+    """)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("ROBOT_RL_TEST_OUTER", raising=False)
+    launch = tmp_path / "env.yaml"
+    launch.write_text(textwrap.dedent("""\
+        launch:
+        - node: {pkg: demo, exec: printenv_node, name: before}
+        - set_env: {name: ROBOT_RL_TEST_VALUE, value: "$(env ROBOT_RL_TEST_OUTER $(find-pkg-share robot_rl)/x)"}
+        - node: {pkg: demo, exec: printenv_node, name: after}
+    """))
+    nodes = parse_launch(launch)
+    assert nodes[0].env == {} and nodes[1].env["ROBOT_RL_TEST_VALUE"] == str(data_path("x"))
+    assert LaunchRunner(nodes).start().wait() == 0
+    out = capfd.readouterr().out
+    assert "[before] VALUE=<unset>" in out and f"[after] VALUE={data_path('x')}" in out
+
+
+def test_sim_launch_uses_the_large_data_dds_profile_unless_one_is_set(monkeypatch):
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE", raising=False)
+    profile = parse_launch(data_path("launch", "sim_launch.yaml"))[0].env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    assert profile == str(data_path("config", "fastdds_large_data.xml"))
+    assert "<segment_size>" in open(profile).read()
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/site/profile.xml")
+    assert parse_launch(data_path("launch", "sim_launch.yaml"))[0].env["FASTDDS_DEFAULT_PROFILES_FILE"] == "/site/profile.xml"
+
+
+def test_set_env_without_value_is_refused(tmp_path):
+    path = tmp_path / "bad_env.yaml"
+    path.write_text("launch:\n- set_env: {name: X}\n")
+    with pytest.raises(LaunchError, match=r"set_env: expected \{name: VARIABLE, value: VALUE\}"):
+        parse_launch(path)

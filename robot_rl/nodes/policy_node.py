@@ -2,8 +2,9 @@
 
 Subscribes to ``/camera/<cam>/color/image_raw`` for each configured camera, ``/joint_states`` and
 ``/instruction`` (plus ``/sim/object_poses`` when the policy needs privileged simulator state).
-Each new frame of the first camera triggers one inference if every input is fresh enough
-(``max_observation_age``); the chunk goes out on ``/policy/trajectory`` stamped with that frame's time.
+Each complete set of camera frames (every camera has a frame newer than those last used) triggers one
+inference if every input is fresh enough (``max_observation_age``); the chunk goes out on
+``/policy/trajectory`` stamped with the newest frame's time.
 ``/policy/status`` reports inference latency percentiles, the achieved rate and why frames were
 skipped. A new ``/instruction`` message starts a new episode for the policy.
 """
@@ -61,6 +62,11 @@ class PolicyNode(Node):
         self.instruction: str | None = None
         self.instruction_error = ""
         self.inference_ms = Window(300)
+        # Where the latency goes: frame age when the trigger frame is handled, and when its chunk leaves.
+        self.receive_age_ms = Window(300)
+        self.publish_age_ms = Window(300)
+        self.frames = {cam: 0 for cam in self.cameras}
+        self.used_stamps: dict[str, float] = {}  # per camera, the frame stamp of the last observation
         self.published_at = Window(300)
         self.chunks = 0
         self.skipped: dict[str, int] = {}
@@ -103,18 +109,31 @@ class PolicyNode(Node):
 
     def on_image(self, cam: str, msg: Image) -> None:
         self.images[cam] = msg
-        if cam != self.cameras[0]:
-            return
+        self.frames[cam] += 1
+        # One observation per complete set: every camera has delivered a frame since the last set was
+        # used, so the camera that completes it triggers (in sim, the last one published each tick)
+        # and no inference runs on a frame from one camera and a stale one from another.
+        stamps = {c: to_sec(m.header.stamp) for c, m in self.images.items()}
+        if stamps[cam] < self.used_stamps.get(cam, -1.0):  # time went back (a sim reset under sim time)
+            self.used_stamps = {}
         now = now_sec(self)
-        stamp = to_sec(msg.header.stamp)
-        if self.instruction is None:
-            return self._skip("no instruction" + (f": {self.instruction_error}" if self.instruction_error else ""))
+        waiting = [c for c in self.cameras if stamps.get(c, -1.0) <= self.used_stamps.get(c, -1.0)]
+        if waiting:
+            newest = max(stamps.values())
+            for other in waiting:
+                if other not in stamps or newest - stamps[other] > self.max_age:
+                    return self._skip(f"stale camera: no recent frame on /camera/{other}")
+            return None
+        self.used_stamps = stamps
+        stamp = max(stamps.values())  # the observation is complete when its newest frame exists
+        self.receive_age_ms.add((now - stamp) * 1e3)
         if now - stamp > self.max_age:
             return self._skip(f"stale camera: /camera/{cam} frame is {(now - stamp) * 1e3:.0f} ms old")
-        for other in self.cameras[1:]:
-            frame = self.images.get(other)
-            if frame is None or abs(stamp - to_sec(frame.header.stamp)) > self.max_age:
-                return self._skip(f"stale camera: no recent frame on /camera/{other}")
+        if stamp - min(stamps.values()) > self.max_age:
+            oldest = min(stamps, key=stamps.get)
+            return self._skip(f"stale camera: /camera/{oldest} lags the others by more than {self.max_age} s")
+        if self.instruction is None:
+            return self._skip("no instruction" + (f": {self.instruction_error}" if self.instruction_error else ""))
         if self.joints is None or now - self.joints_at > self.max_age:
             return self._skip("stale joints: no recent /joint_states")
         try:
@@ -133,6 +152,7 @@ class PolicyNode(Node):
             self.get_logger().error(f"bad observation, no action: {exc}", throttle_duration_sec=1.0)
             return self._skip(f"bad input: {exc}")
         self.chunk_pub.publish(chunk_to_msg(chunk))
+        self.publish_age_ms.add((now_sec(self) - stamp) * 1e3)
         self.chunks += 1
         self.published_at.add(time.monotonic())
 
@@ -146,6 +166,11 @@ class PolicyNode(Node):
             "instruction": self.instruction or "",
             "inference_ms_p50": round(self.inference_ms.percentile(50), 3),
             "inference_ms_p99": round(self.inference_ms.percentile(99), 3),
+            "frame_age_at_receive_ms_p50": round(self.receive_age_ms.percentile(50), 3),
+            "frame_age_at_receive_ms_p99": round(self.receive_age_ms.percentile(99), 3),
+            "frame_age_at_publish_ms_p50": round(self.publish_age_ms.percentile(50), 3),
+            "frame_age_at_publish_ms_p99": round(self.publish_age_ms.percentile(99), 3),
+            **{f"frames_{cam}": n for cam, n in self.frames.items()},
             "rate_hz": round(rate, 2),
             "chunks": self.chunks,
             "skipped": sum(self.skipped.values()),

@@ -8,7 +8,8 @@ ros2_control forward position controller or the sim bridge); ``/safety/command``
 from, ``frame_id`` = who produced it: policy, teleop, hold or estop); ``/safety/status``.
 
 A fresh chunk, teleop command or e-stop is acted on at once; between them a timer at
-``control_rate_hz`` plays out the current chunk or holds. All decisions are made by
+``control_rate_hz`` plays out the current chunk or holds (after a chunk's last waypoint or a teleop
+command it first waits ``timed_command_grace`` of a period longer for the next fresh input). All decisions are made by
 :class:`robot_rl.safety.filter.SafetyFilter`.
 """
 
@@ -26,6 +27,7 @@ from robot_rl.ros.conversions import diagnostics_msg, joint_state_msg, joint_sta
 from robot_rl.ros.node_utils import declare, now_sec, run_node
 from robot_rl.safety.filter import SafetyConfig, SafetyFilter
 from robot_rl.safety.limits import load_robot_limits
+from robot_rl.stats import Window
 
 DEFAULTS = {
     "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
@@ -33,6 +35,10 @@ DEFAULTS = {
     "max_observation_age": 0.3,
     "joint_state_timeout": 0.3,
     "teleop_timeout": 0.3,
+    # After a command triggered by fresh input (a chunk's last waypoint, a teleop command), the next
+    # timed command waits this fraction of a period longer, so input that is a little late replaces
+    # it instead of following it by a millisecond (which would double the command rate).
+    "timed_command_grace": 0.5,
 }
 
 
@@ -47,6 +53,10 @@ class SafetyNode(Node):
         self.counts = {"policy": 0, "teleop": 0, "hold": 0, "estop": 0}
         self.clamped = 0
         self.last_reason = ""
+        self.chunk_age_ms = Window(300)  # observation age of policy chunks when they arrive here
+        # Observation stamp -> fresh policy command leaving this node: the loop latency of the graph.
+        self.latency_ms = Window(3000)
+        self.last_latency_stamp = None
         self.command_pub = self.create_publisher(Float64MultiArray, "/robot/command", qos.COMMAND)
         self.executed_pub = self.create_publisher(JointState, "/safety/command", qos.COMMAND)
         self.status_pub = self.create_publisher(DiagnosticArray, "/safety/status", qos.STATUS)
@@ -55,7 +65,11 @@ class SafetyNode(Node):
         self.create_subscription(JointState, "/teleop/command", self.on_teleop, qos.COMMAND)
         self.create_subscription(Bool, "/teleop/engaged", self.on_engaged, qos.COMMAND)
         self.create_subscription(Bool, "/estop", self.on_estop, qos.LATCHED)
-        self.timer = self.create_timer(1.0 / float(p["control_rate_hz"]), self.publish_command)
+        self.period_ns = int(1e9 / float(p["control_rate_hz"]))
+        self.grace = float(p["timed_command_grace"])
+        if not 0.0 <= self.grace <= 2.0:
+            raise ValueError(f"safety_node parameter 'timed_command_grace' = {self.grace}: expected 0..2 (periods)")
+        self.timer = self.create_timer(self.period_ns * 1e-9, self.publish_command)
         self.create_timer(1.0, self.publish_status)
         self.get_logger().info(f"limits from {limits.source}: joints {limits.joint_names}")
 
@@ -76,7 +90,9 @@ class SafetyNode(Node):
         except ValueError as exc:
             self.filter.rejected += 1
             return self._warn(str(exc))
-        reason = self.filter.update_policy(chunk, now_sec(self))
+        now = now_sec(self)
+        self.chunk_age_ms.add((now - chunk.stamp) * 1e3)
+        reason = self.filter.update_policy(chunk, now)
         if reason:
             return self._warn(reason)
         self.publish_command(event=True)
@@ -105,25 +121,41 @@ class SafetyNode(Node):
 
     def publish_command(self, event: bool = False) -> None:
         decision = self.filter.step(now_sec(self))
-        if event:
-            self.timer.reset()  # the next timed command comes one period after this one
+        self._schedule_next(event, decision)
         if decision.positions is None:
             self.last_reason = decision.reason
             return
         self.command_pub.publish(Float64MultiArray(data=decision.positions.tolist()))
         self.executed_pub.publish(joint_state_msg(self.filter.joint_names, decision.positions,
                                                   stamp=decision.stamp, frame_id=decision.source))
+        if decision.source == "policy" and decision.stamp != self.last_latency_stamp:
+            self.latency_ms.add((now_sec(self) - decision.stamp) * 1e3)
+            self.last_latency_stamp = decision.stamp
         self.counts[decision.source] = self.counts.get(decision.source, 0) + 1
         if decision.clamped:
             self.clamped += 1
             self.get_logger().warning(f"clamped to joint limits: {decision.clamped}", throttle_duration_sec=2.0)
         self.last_reason = decision.reason
 
+    def _schedule_next(self, event: bool, decision) -> None:
+        """One period to the next timed command, plus the grace when fresh input is due first."""
+        period = self.period_ns
+        if event and not (decision.source == "policy" and decision.remaining > 0):
+            period = int(self.period_ns * (1.0 + self.grace))
+        if event or period != self.timer.timer_period_ns:
+            self.timer.timer_period_ns = period
+            self.timer.reset()
+
     def publish_status(self) -> None:
         f = self.filter
         values = {**{f"commands_{k}": v for k, v in self.counts.items()}, "clamped": self.clamped,
                   "rejected": f.rejected, "last_rejection": f.last_rejection, "estop": f.estop,
-                  "teleop_engaged": f.engaged, "mode": f.last.source, "reason": self.last_reason}
+                  "teleop_engaged": f.engaged,
+                  "latency_ms_p50": round(self.latency_ms.percentile(50), 3),
+                  "latency_ms_p99": round(self.latency_ms.percentile(99), 3),
+                  "latency_samples": len(self.latency_ms),
+                  "chunk_age_at_receive_ms_p50": round(self.chunk_age_ms.percentile(50), 3),
+                  "chunk_age_at_receive_ms_p99": round(self.chunk_age_ms.percentile(99), 3), "mode": f.last.source, "reason": self.last_reason}
         if f.estop:
             level, message = "error", "e-stop latched"
         elif f.last.source in ("hold", "none"):

@@ -82,6 +82,7 @@ class SimBridgeNode(Node):
         self.steps = 0
         self.step_ms = Window(300)
         self.render_ms = Window(300)
+        self.publish_ms = Window(300)  # stamp -> last image handed to DDS (real time only)
         self.sim_time_base = time.time()
 
         self.image_pubs = {c: self.create_publisher(Image, f"/camera/{c}/color/image_raw", qos.SENSOR_PUB) for c in self.world.camera_names}
@@ -220,13 +221,16 @@ class SimBridgeNode(Node):
             objects = self.world.object_poses()
             success = self.world.success()
             sim_t = self.world.time
+        # The stamp is the moment the frames exist (a camera driver's capture time); everything after
+        # it counts as pipeline latency. Joints and images go out first, metadata after them.
         stamp = time.time() if real_time else self.sim_time_base + sim_t
-        self.clock_pub.publish(Clock(clock=to_stamp(stamp)))
         self.joint_pub.publish(joint_state_msg(self.world.joint_names, q, dq, stamp))
         for cam, image in images.items():
-            frame = f"{cam}_color_optical_frame"
-            self.image_pubs[cam].publish(image_to_msg(image, stamp, frame))
-            self.info_pubs[cam].publish(camera_info_msg(self.world.camera_model(cam), stamp, frame))
+            self.image_pubs[cam].publish(image_to_msg(image, stamp, f"{cam}_color_optical_frame"))
+        self.publish_ms.add((time.time() - stamp) * 1e3 if real_time else 0.0)
+        self.clock_pub.publish(Clock(clock=to_stamp(stamp)))
+        for cam in images:
+            self.info_pubs[cam].publish(camera_info_msg(self.world.camera_model(cam), stamp, f"{cam}_color_optical_frame"))
         if objects:
             self.poses_pub.publish(poses_msg(objects, stamp, OBJECT_ORDER))
         if success is not None:
@@ -244,6 +248,8 @@ class SimBridgeNode(Node):
                 "steps": self.steps,
                 "step_ms_p99": round(self.step_ms.percentile(99), 3),
                 "render_ms_p99": round(self.render_ms.percentile(99), 3),
+                "publish_ms_p50": round(self.publish_ms.percentile(50), 3),
+                "publish_ms_p99": round(self.publish_ms.percentile(99), 3),
                 "rejected_commands": self.bad_commands,
             }
         level = "warn" if self.bad_commands else "ok"

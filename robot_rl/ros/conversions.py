@@ -6,6 +6,8 @@ clue an operator has when a camera driver publishes an unexpected encoding.
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -48,7 +50,11 @@ def image_to_msg(image: np.ndarray, stamp: float, frame_id: str, encoding: str =
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = image.shape[1] * 3
-    msg.data = np.ascontiguousarray(image).tobytes()
+    # array.array is what the generated message stores; filling it from the buffer is one memcpy,
+    # where assigning bytes makes the setter build the array element by element (~10x slower).
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(image).data)
+    msg.data = data
     return msg
 
 

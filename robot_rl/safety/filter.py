@@ -41,6 +41,7 @@ class Decision:
     stamp: float  # time of the observation/input the command derives from
     clamped: list[str] = field(default_factory=list)
     reason: str = ""
+    remaining: int = 0  # policy: waypoints of the chunk after this one
 
 
 class SafetyFilter:
@@ -165,4 +166,5 @@ class SafetyFilter:
         future = np.nonzero(self.chunk.times() > now)[0]
         if future.size == 0:
             return self._hold("policy chunk exhausted (no fresh chunk)")
-        return Decision(self._chunk_positions[future[0]].copy(), "policy", self.chunk.stamp)
+        return Decision(self._chunk_positions[future[0]].copy(), "policy", self.chunk.stamp,
+                        remaining=int(self.chunk.horizon - future[0] - 1))

@@ -12,12 +12,14 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.nodes.policy_node import PolicyNode
 from robot_rl.nodes.safety_node import SafetyNode
 from robot_rl.nodes.sim_bridge_node import SimBridgeNode
 from robot_rl.ros import qos
-from robot_rl.ros.conversions import image_to_msg, joint_state_msg, to_sec
+from robot_rl.policy.base import ActionChunk
+from robot_rl.ros.conversions import chunk_to_msg, image_to_msg, joint_state_msg, to_sec
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 HOME = [0.0, 0.0, 0.2, -0.2, 0.0, 0.04]
@@ -145,3 +147,92 @@ def test_bad_configuration_exits_non_zero_with_a_clear_message(node, args, messa
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
+
+
+class TwoCameras:
+    """A sim-like pair of cameras: each tick the front frame, then 10 ms later the wrist frame with the
+    same stamp."""
+
+    def __init__(self, ros, rate_hz=20.0):
+        self.node = ros(rclpy.create_node("two_cameras"))
+        self.pubs = {c: self.node.create_publisher(Image, f"/camera/{c}/color/image_raw", qos.SENSOR_PUB)
+                     for c in ("front", "wrist")}
+        self.joints = self.node.create_publisher(JointState, "/joint_states", qos.SENSOR_PUB)
+        self.instruction = self.node.create_publisher(String, "/instruction", qos.LATCHED)
+        self.wrist_on = True
+        self.wrist_sent: dict[float, float] = {}  # stamp -> when the wrist frame was published
+        self.chunks: list[tuple[float, float]] = []  # (stamp, arrival)
+        # a node of its own: the camera node's callbacks are mutually exclusive, and arrival times must
+        # not wait for a tick to finish
+        self.listener = ros(rclpy.create_node("chunk_listener"))
+        self.listener.create_subscription(JointTrajectory, "/policy/trajectory",
+                                          lambda m: self.chunks.append((to_sec(m.header.stamp), time.monotonic())), qos.COMMAND)
+        self.node.create_timer(1.0 / rate_hz, self.tick)
+
+    def tick(self):
+        now = self.node.get_clock().now().nanoseconds * 1e-9
+        frame = np.zeros((24, 32, 3), np.uint8)
+        self.joints.publish(joint_state_msg(NAMES, HOME, stamp=now))
+        self.pubs["front"].publish(image_to_msg(frame, now, "front"))
+        if self.wrist_on:
+            time.sleep(0.01)
+            msg = image_to_msg(frame, now, "wrist")
+            self.wrist_sent[to_sec(msg.header.stamp)] = time.monotonic()
+            self.pubs["wrist"].publish(msg)
+
+
+def test_policy_acts_once_per_complete_set_of_frames_and_skips_a_silent_camera(ros):
+    cams = TwoCameras(ros)
+    policy = ros(PolicyNode(parameter_overrides=[Parameter("policy", value="random"),
+                                                 Parameter("cameras", value=["front", "wrist"])]))
+    cams.instruction.publish(String(data="reach the red cube"))
+    wait(lambda: len(cams.chunks) >= 10, 15, "chunks from two cameras")
+    # each chunk waited for the wrist frame of its tick (not the front frame plus an older wrist one)
+    for stamp, arrived in list(cams.chunks):
+        assert stamp in cams.wrist_sent and arrived > cams.wrist_sent[stamp]
+    stamps = [s for s, _ in cams.chunks]
+    assert len(set(stamps)) == len(stamps)
+    cams.wrist_on = False
+    time.sleep(0.5)  # longer than max_observation_age
+    n = len(cams.chunks)
+    time.sleep(0.5)
+    assert len(cams.chunks) == n, "the policy must not act without the wrist camera"
+    assert "no recent frame on /camera/wrist" in policy.last_skip
+    cams.wrist_on = True
+    wait(lambda: len(cams.chunks) > n + 3, 5, "chunks once the wrist camera is back")
+
+
+def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(ros):
+    """Chunks arriving every period, each a few ms later than one period after the last, must not
+    let the timer slip a hold command in just before each of them (that doubles the command rate)."""
+    period = 0.1
+    node = ros(rclpy.create_node("chunk_source"))
+    chunks = node.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
+    joints = node.create_publisher(JointState, "/joint_states", qos.SENSOR_PUB)
+    executed: list[tuple[float, str]] = []
+    recorder = ros(rclpy.create_node("executed_recorder"))  # not blocked while send() sleeps
+    recorder.create_subscription(JointState, "/safety/command",
+                             lambda m: executed.append((time.monotonic(), m.header.frame_id)), qos.COMMAND)
+    ros(SafetyNode(parameter_overrides=[Parameter("control_rate_hz", value=1.0 / period)]))
+    sending = {"on": True, "late": 0.0}
+
+    def send():
+        now = node.get_clock().now().nanoseconds * 1e-9
+        joints.publish(joint_state_msg(NAMES, HOME, stamp=now))
+        if sending["on"]:
+            # alternate 0 and 20 ms of extra delay, like a pipeline whose latency varies
+            sending["late"] = 0.020 - sending["late"]
+            time.sleep(sending["late"])
+            chunks.publish(chunk_to_msg(ActionChunk(now, period, NAMES, np.array([HOME]))))
+
+    node.create_timer(period, send)
+    wait(lambda: sum(s == "policy" for _, s in executed) >= 10, 10, "policy commands")
+    start = len(executed)
+    time.sleep(3.0)
+    window = executed[start:]
+    intervals = np.diff([t for t, _ in window])
+    assert {s for _, s in window} == {"policy"}, {s for _, s in window}
+    assert len(window) == pytest.approx(3.0 / period, rel=0.15)
+    assert np.sum(intervals < 0.5 * period) <= 1, intervals
+    sending["on"] = False
+    wait(lambda: executed[-1][1] == "hold", 2, "holding once chunks stop")

@@ -1,4 +1,4 @@
-"""The ``robot-rl`` command: launch, demo, bench."""
+"""The ``robot-rl`` command: launch, demo, bench, collect, train-bc, export, evaluate."""
 
 from __future__ import annotations
 
@@ -34,11 +34,78 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.bench == "inference":
+        from robot_rl.inference.bench import bench_inference
+
+        bench_inference(args.json, policy_dir=args.policy_dir, quick=args.quick, threads=args.threads)
+        return 0
     from robot_rl.bench import bench_loop
 
     if args.quick:
         args.duration, args.width, args.height = min(args.duration, 6.0), 160, 120
     bench_loop(args.json, duration=args.duration, width=args.width, height=args.height, rate_hz=args.rate, policy=args.policy)
+    return 0
+
+
+def _collect(args) -> int:
+    from robot_rl.data.collect import CollectConfig, collect
+
+    tasks = args.task or None
+    config = CollectConfig(out=args.out, episodes=args.episodes, seed=args.seed, image_width=args.width,
+                           image_height=args.height, control_rate_hz=args.rate, keep_failures=args.keep_failures,
+                           cameras=args.cameras.split(","), **({"tasks": tasks} if tasks else {}))
+    summary = collect(config, progress=lambda t, s, ok: print(f"{t:18} seed {s:5d} {'success' if ok else 'FAILED'}"))
+    print(f"wrote to {args.out}: " + ", ".join(f"{t} {v['written']} ({v['failed']} failed)" for t, v in summary.items()))
+    return 0
+
+
+def _train_bc(args) -> int:
+    from robot_rl.learn.bc import BCConfig, train_bc
+
+    model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode}
+    config = BCConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed, threads=args.threads, model=model)
+    train_bc(config, resume=args.resume)
+    return 0
+
+
+def _export(args) -> int:
+    from robot_rl.inference.export import export_policy, record_evaluation
+
+    export_policy(args.checkpoint, args.out, data_dir=args.data)
+    if args.evaluate:
+        record_evaluation(args.out, _run_evaluation(args.out, args.evaluate, "onnxruntime", args.merge))
+    if args.tensorrt:
+        from robot_rl.inference.backends import make_backend
+
+        backend = make_backend("tensorrt", args.out, fp16=args.fp16)
+        print(f"TensorRT engine ready: {backend.describe()}")
+    return 0
+
+
+def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest") -> dict:
+    from robot_rl.inference.backends import read_metadata
+    from robot_rl.policy.base import PolicyConfig, make_policy
+    from robot_rl.policy.evaluate import evaluate_policy
+
+    m = read_metadata(path)
+    policy = make_policy(PolicyConfig(type="vla", options={"path": path, "backend": backend}))
+    result = evaluate_policy(policy, m["cameras"], m["image_width"], m["image_height"], m["control_rate_hz"],
+                             episodes=episodes, merge=merge, progress=lambda t, s, ok: print(f"{t:18} seed {s:5d} {'success' if ok else 'failure'}"))
+    print("success rate: " + ", ".join(f"{t} {r * 100:.0f}%" for t, r in result["per_task"].items())
+          + f"; mean {result['mean'] * 100:.0f}%")
+    return result
+
+
+def _evaluate(args) -> int:
+    import json
+
+    result = _run_evaluation(args.policy, args.episodes, args.backend, args.merge)
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
 
@@ -69,6 +136,55 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--policy", default="oracle")
     b.add_argument("--quick", action="store_true", help="a few seconds at 160x120, for tests")
     b.set_defaults(func=_bench)
+    b = bsub.add_parser("inference", help="batch-1 latency per backend vs PyTorch eager (default + 100M reference)")
+    b.add_argument("--json", required=True)
+    b.add_argument("--policy-dir", help="exported policy (default: policies/sim_default)")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    b.add_argument("--quick", action="store_true", help="default policy only, 20 iterations (for tests)")
+    b.set_defaults(func=_bench)
+
+    p = sub.add_parser("collect", help="oracle demonstrations in the simulated world, in the episode format")
+    p.add_argument("--out", required=True, help="dataset directory")
+    p.add_argument("--task", action="append", help="task name or instruction (repeat; default: all tasks)")
+    p.add_argument("--episodes", type=int, default=10, help="per task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cameras", default="front,wrist")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--rate", type=float, default=10.0, help="control rate, Hz")
+    p.add_argument("--keep-failures", action="store_true")
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("train-bc", help="behaviour cloning of the VLA on episodes (resumable)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--chunk-length", type=int, default=8)
+    p.add_argument("--action-mode", default="absolute", choices=["absolute", "delta"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.set_defaults(func=_train_bc)
+
+    p = sub.add_parser("export", help="checkpoint -> policy.onnx + metadata.json, with a parity check")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="export directory, e.g. policies/NAME")
+    p.add_argument("--data", help="episodes for the parity check (default: the checkpoint's training data, else sim)")
+    p.add_argument("--evaluate", type=int, default=0, metavar="N", help="also measure success on N seeds per task")
+    p.add_argument("--merge", default="latest", choices=["latest", "ensemble"], help="chunk merging for --evaluate")
+    p.add_argument("--tensorrt", action="store_true", help="build the TensorRT engine now (needs tensorrt)")
+    p.add_argument("--fp16", action="store_true", help="FP16 TensorRT engine")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("evaluate", help="success rate of an exported policy in the simulated world")
+    p.add_argument("--policy", required=True, help="export directory")
+    p.add_argument("--episodes", type=int, default=10, help="per task")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--merge", default="latest", choices=["latest", "ensemble"], help="how overlapping chunks merge")
+    p.add_argument("--json")
+    p.set_defaults(func=_evaluate)
     return parser
 
 

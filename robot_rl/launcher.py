@@ -192,7 +192,9 @@ def _parse_node(body: dict, args: dict[str, str], where: str) -> NodeSpec:
                 raise LaunchError(f"{pw}: parameter file {file} does not exist")
             spec.params.append(("file", file))
         elif isinstance(param, dict) and "name" in param and "value" in param:
-            spec.params.append(("value", f"{param['name']}:={_scalar(param['value'], args, pw)}"))
+            value = _scalar(param["value"], args, pw)
+            # -p rules are YAML: an empty value does not parse, the empty string must be spelled ''
+            spec.params.append(("value", f"{param['name']}:={value if value != '' else chr(39) * 2}"))
         else:
             raise LaunchError(f"{pw}: expected {{from: FILE}} or {{name: N, value: V}}, got {param!r}")
     for j, remap in enumerate(body.get("remap") or []):

@@ -6,3 +6,44 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(10 + os.getpid() % 90)
+
+import pytest  # noqa: E402
+
+# A tiny VLA trained for a few steps on a few oracle demos: shared by the data, learn, inference and
+# policy tests (collecting, training and exporting once per test session keeps the suite fast).
+TINY_MODEL = {"chunk_length": 4, "cnn_channels": [8, 16], "image_features": 16, "hidden": 64, "action_mode": "delta"}
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from robot_rl.policy.text import InstructionEncoder
+
+    return InstructionEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_demos(tmp_path_factory):
+    from robot_rl.data.collect import CollectConfig, collect
+
+    out = tmp_path_factory.mktemp("demos")
+    collect(CollectConfig(out=str(out), episodes=2, image_width=32, image_height=24))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_demos, tmp_path_factory, encoder):
+    from robot_rl.learn.bc import BCConfig, train_bc
+
+    out = tmp_path_factory.mktemp("bc") / "tiny.pt"
+    metrics = train_bc(BCConfig(data=str(tiny_demos), out=str(out), steps=80, batch_size=16, lr=3e-3, checkpoint_every=40,
+                                shift_pad=2, model=dict(TINY_MODEL)), encoder=encoder, progress=False, log=lambda *_: None)
+    return out, metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, tmp_path_factory):
+    from robot_rl.inference.export import export_policy
+
+    out = tmp_path_factory.mktemp("export") / "tiny_policy"
+    export_policy(str(tiny_checkpoint[0]), str(out), log=lambda *_: None)
+    return out

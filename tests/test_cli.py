@@ -26,3 +26,27 @@ def test_bench_loop_quick_writes_json(tmp_path):
     assert report["image"] == [120, 160] and report["rate_hz"] == 30.0
     assert report["latency_ms"]["n"] > 50
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] < 1000
+
+
+def test_export_with_evaluation_and_evaluate_command(tiny_checkpoint, tmp_path):
+    out = tmp_path / "policy"
+    proc = run("export", "--checkpoint", str(tiny_checkpoint[0]), "--out", str(out), "--evaluate", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert set(metadata["evaluation"]["per_task"]) == {"reach_cube", "press_button", "push_cube_to_pad", "pick_cube"}
+    assert metadata["evaluation"]["seeds"] == [10000, 10000]
+    result = tmp_path / "eval.json"
+    proc = run("evaluate", "--policy", str(out), "--episodes", "1", "--backend", "onnxruntime", "--json", str(result))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(result.read_text())["per_task"] == metadata["evaluation"]["per_task"]  # same seeds, same policy
+
+
+def test_bench_inference_quick_writes_json(tiny_export, tmp_path):
+    out = tmp_path / "inference.json"
+    proc = run("bench", "inference", "--quick", "--policy-dir", str(tiny_export), "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    backends = report["models"]["default"]["backends"]
+    assert backends["torch_eager_fp32"]["speedup_vs_torch_eager_fp32"] == 1.0
+    assert backends["onnxruntime"]["n"] == 20 and backends["onnxruntime"]["p50_ms"] > 0
+    assert report["goals"]["onnxruntime_cpu_speedup_default"]["measured"] == backends["onnxruntime"]["speedup_vs_torch_eager_fp32"]

@@ -38,6 +38,8 @@ DEFAULTS = {
     "seed": 0,
     "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
     "instruction": "",  # initial instruction; /instruction overrides it
+    "policy_path": "",  # policy 'vla': the exported policy directory (default: policies/sim_default of this package)
+    "backend": "auto",  # policy 'vla': auto | torch | onnxruntime | tensorrt
 }
 
 
@@ -49,7 +51,9 @@ class PolicyNode(Node):
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         config = PolicyConfig(type=p["policy"], chunk_length=int(p["chunk_length"]),
                               control_period=1.0 / float(p["control_rate_hz"]), seed=int(p["seed"]),
-                              joint_names=limits.joint_names, lower=limits.lower.tolist(), upper=limits.upper.tolist())
+                              joint_names=limits.joint_names, lower=limits.lower.tolist(), upper=limits.upper.tolist(),
+                              options={"path": p["policy_path"] or str(data_path("policies", "sim_default")),
+                                       "backend": p["backend"]})
         self.policy = make_policy(config)
         self.cameras = list(p["cameras"])
         if not self.cameras:

@@ -120,5 +120,12 @@ def _load_oracle() -> type[Policy]:
     return OraclePolicy
 
 
+def _load_vla() -> type[Policy]:
+    from robot_rl.policy.vla_policy import VLAPolicy
+
+    return VLAPolicy
+
+
 register_policy("random", _load_random)
+register_policy("vla", _load_vla)
 register_policy("oracle", _load_oracle)

@@ -1,0 +1,1 @@
+"""Episodes on disk: the one format that demonstrations, the actor's spool and the learner share."""

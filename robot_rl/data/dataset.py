@@ -1,0 +1,88 @@
+"""Episodes as training samples for chunked policies: (frames, joints, instruction) -> next H actions.
+
+Sample ``(episode, t)`` takes the frames and joints of step t and the actions commanded at steps
+t .. t+H-1; past the end of the episode the last action repeats (the arm holds). All episodes are
+loaded into memory (uint8 frames: 1000 steps of two 96x128 cameras are 74 MB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
+
+
+@dataclass
+class ChunkBatch:
+    images: dict[str, np.ndarray]  # camera -> (B, H, W, 3) uint8
+    joints: np.ndarray  # (B, J) float32
+    instructions: list[str]  # (B,)
+    actions: np.ndarray  # (B, horizon, J) float32 absolute targets
+    returns: np.ndarray  # (B,) float32 discounted success return from step t
+
+
+class DemoDataset:
+    def __init__(self, dataset_dir: str | Path, horizon: int, cameras: list[str] | None = None,
+                 only_success: bool = True, gamma: float = 0.99):
+        paths = list_episodes(dataset_dir)
+        episodes = [read_episode(p) for p in paths]
+        if only_success:
+            episodes = [e for e in episodes if e.meta.success]
+        if not episodes:
+            raise EpisodeFormatError(f"{dataset_dir}: no {'successful ' if only_success else ''}episodes to learn from")
+        first = episodes[0].meta
+        self.cameras = list(cameras or first.cameras)
+        self.joint_names = list(first.joint_names)
+        self.image_size = (first.image_height, first.image_width)
+        for e in episodes:
+            m = e.meta
+            if m.joint_names != self.joint_names:
+                raise EpisodeFormatError(f"episode {m.episode_id}: joints {m.joint_names} differ from {self.joint_names}")
+            missing = [c for c in self.cameras if c not in m.cameras]
+            if missing or (m.image_height, m.image_width) != self.image_size:
+                raise EpisodeFormatError(
+                    f"episode {m.episode_id}: cameras {m.cameras} at {m.image_height}x{m.image_width}, expected "
+                    f"{self.cameras} at {self.image_size[0]}x{self.image_size[1]}")
+        self.episodes: list[Episode] = episodes
+        self.horizon = horizon
+        self.gamma = gamma
+        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(len(e))], dtype=np.int64)
+        self.control_rate_hz = float(first.control_rate_hz)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def instructions(self) -> list[str]:
+        return sorted({e.meta.instruction for e in self.episodes})
+
+    def batch(self, rows: np.ndarray) -> ChunkBatch:
+        images = {c: [] for c in self.cameras}
+        joints, instructions, actions, returns = [], [], [], []
+        for i, t in self.index[rows]:
+            e = self.episodes[i]
+            for c in self.cameras:
+                images[c].append(e.images[c][t])
+            joints.append(e.joint_positions[t])
+            instructions.append(e.meta.instruction)
+            steps = np.minimum(np.arange(t, t + self.horizon), len(e) - 1)
+            actions.append(e.actions[steps])
+            to_go = len(e) - 1 - t
+            returns.append(self.gamma ** to_go if e.meta.success else 0.0)
+        return ChunkBatch({c: np.stack(v) for c, v in images.items()}, np.stack(joints).astype(np.float32),
+                          instructions, np.stack(actions).astype(np.float32), np.asarray(returns, np.float32))
+
+    def statistics(self, action_mode: str) -> dict[str, np.ndarray]:
+        """Per-joint mean/std of joints and of the network target (absolute or delta) chunks."""
+        joints, targets = [], []
+        for e in self.episodes:
+            t = np.arange(len(e))
+            steps = np.minimum(t[:, None] + np.arange(self.horizon)[None, :], len(e) - 1)
+            chunk = e.actions[steps]  # (T, H, J)
+            joints.append(e.joint_positions)
+            targets.append(chunk - e.joint_positions[:, None, :] if action_mode == "delta" else chunk)
+        joints, targets = np.concatenate(joints), np.concatenate(targets)
+        return {"joint_mean": joints.mean(0), "joint_std": joints.std(0),
+                "action_mean": targets.mean(0), "action_std": targets.std(0)}

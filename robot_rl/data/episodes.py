@@ -1,0 +1,173 @@
+"""The episode format (see docs/episode-format.md).
+
+One directory per episode under a dataset directory::
+
+    DATASET/
+      <episode_id>/
+        meta.json     what the episode is: task, instruction, seed, success, source, cameras,
+                      image size, joint names, control rate, length, format version
+        steps.npz     per-step arrays, T rows each:
+                        image_<camera>    uint8 (T, H, W, 3) RGB frame seen at step t
+                        joint_positions   float32 (T, J) measured joints at step t
+                        action            float32 (T, J) joint targets commanded at step t
+                        intervention      bool (T,) the command came from a human (teleop)
+                        stamp             float64 (T,) observation time of step t (seconds)
+
+An episode is written to ``<episode_id>.partial/`` and renamed into place only when complete, so a
+reader never sees half an episode and a crash leaves the partial directory for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+
+
+class EpisodeFormatError(ValueError):
+    """An episode on disk does not follow the format; the message names the file and field."""
+
+
+@dataclass
+class EpisodeMeta:
+    episode_id: str
+    task: str
+    instruction: str
+    seed: int
+    success: bool
+    source: str  # "oracle", "policy", "teleop", "mixed"
+    cameras: list[str]
+    image_height: int
+    image_width: int
+    joint_names: list[str]
+    control_rate_hz: float
+    length: int = 0
+    format_version: int = FORMAT_VERSION
+    created: float = field(default_factory=time.time)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Episode:
+    meta: EpisodeMeta
+    images: dict[str, np.ndarray]
+    joint_positions: np.ndarray
+    actions: np.ndarray
+    intervention: np.ndarray
+    stamps: np.ndarray
+
+    def __len__(self) -> int:
+        return self.meta.length
+
+
+class EpisodeWriter:
+    """Accumulates steps in memory and writes the episode atomically on :meth:`finish`."""
+
+    def __init__(self, dataset_dir: str | Path, meta: EpisodeMeta):
+        self.dir = Path(dataset_dir)
+        self.meta = meta
+        self.rows: dict[str, list] = {k: [] for k in ("joint_positions", "action", "intervention", "stamp")}
+        self.frames: dict[str, list] = {c: [] for c in meta.cameras}
+
+    def add(self, images: dict[str, np.ndarray], joint_positions, action, stamp: float, intervention: bool = False) -> None:
+        for cam in self.meta.cameras:
+            frame = images[cam]
+            if frame.shape != (self.meta.image_height, self.meta.image_width, 3) or frame.dtype != np.uint8:
+                raise EpisodeFormatError(
+                    f"episode {self.meta.episode_id}: camera '{cam}' frame is {frame.shape} {frame.dtype}, expected "
+                    f"({self.meta.image_height}, {self.meta.image_width}, 3) uint8")
+            self.frames[cam].append(frame)
+        j = len(self.meta.joint_names)
+        q, a = np.asarray(joint_positions, np.float32), np.asarray(action, np.float32)
+        if q.shape != (j,) or a.shape != (j,):
+            raise EpisodeFormatError(f"episode {self.meta.episode_id}: joints {q.shape} / action {a.shape}, expected ({j},)")
+        self.rows["joint_positions"].append(q)
+        self.rows["action"].append(a)
+        self.rows["intervention"].append(bool(intervention))
+        self.rows["stamp"].append(float(stamp))
+
+    def finish(self, success: bool) -> Path:
+        self.meta.success = bool(success)
+        self.meta.length = len(self.rows["stamp"])
+        final = self.dir / self.meta.episode_id
+        partial = self.dir / (self.meta.episode_id + PARTIAL_SUFFIX)
+        if final.exists():
+            raise FileExistsError(f"episode {final} already exists")
+        partial.mkdir(parents=True, exist_ok=False)
+        arrays = {f"image_{c}": np.stack(f) if f else np.zeros((0, self.meta.image_height, self.meta.image_width, 3), np.uint8)
+                  for c, f in self.frames.items()}
+        j = len(self.meta.joint_names)
+        arrays["joint_positions"] = np.stack(self.rows["joint_positions"]) if self.meta.length else np.zeros((0, j), np.float32)
+        arrays["action"] = np.stack(self.rows["action"]) if self.meta.length else np.zeros((0, j), np.float32)
+        arrays["intervention"] = np.asarray(self.rows["intervention"], dtype=bool)
+        arrays["stamp"] = np.asarray(self.rows["stamp"], dtype=np.float64)
+        with open(partial / "steps.npz", "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        (partial / "meta.json").write_text(json.dumps(asdict(self.meta), indent=2))
+        os.replace(partial, final)
+        return final
+
+
+def new_episode_id(task: str, seed: int) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}_{task}_s{seed}_{uuid.uuid4().hex[:6]}"
+
+
+def list_episodes(dataset_dir: str | Path) -> list[Path]:
+    """Complete episode directories, oldest first (partial ones are skipped)."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory {root} does not exist")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX)
+                  and (p / "meta.json").is_file())
+
+
+def read_meta(episode_dir: str | Path) -> EpisodeMeta:
+    path = Path(episode_dir) / "meta.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EpisodeFormatError(f"{path}: cannot read episode metadata: {exc}") from exc
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise EpisodeFormatError(f"{path}: format_version {raw.get('format_version')!r}, this reader knows {FORMAT_VERSION}")
+    known = set(EpisodeMeta.__dataclass_fields__)
+    missing = [k for k in known if k not in raw and k not in ("extra", "created")]
+    if missing:
+        raise EpisodeFormatError(f"{path}: missing fields {sorted(missing)}")
+    return EpisodeMeta(**{k: v for k, v in raw.items() if k in known})
+
+
+def read_episode(episode_dir: str | Path) -> Episode:
+    meta = read_meta(episode_dir)
+    path = Path(episode_dir) / "steps.npz"
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise EpisodeFormatError(f"{path}: cannot read steps: {exc}") from exc
+    expected = [f"image_{c}" for c in meta.cameras] + ["joint_positions", "action", "intervention", "stamp"]
+    for key in expected:
+        if key not in arrays:
+            raise EpisodeFormatError(f"{path}: missing array '{key}' (has {sorted(arrays)})")
+        if len(arrays[key]) != meta.length:
+            raise EpisodeFormatError(f"{path}: array '{key}' has {len(arrays[key])} rows, meta.json says length {meta.length}")
+    return Episode(meta, {c: arrays[f"image_{c}"] for c in meta.cameras}, arrays["joint_positions"],
+                   arrays["action"], arrays["intervention"], arrays["stamp"])
+
+
+def remove_partials(dataset_dir: str | Path) -> list[Path]:
+    """Delete leftovers of interrupted writes; returns what was removed."""
+    removed = [p for p in Path(dataset_dir).glob("*" + PARTIAL_SUFFIX) if p.is_dir()]
+    for p in removed:
+        shutil.rmtree(p)
+    return removed

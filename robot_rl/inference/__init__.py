@@ -1,0 +1,1 @@
+"""Inference backends (torch, onnxruntime, tensorrt) behind one interface, and policy export."""

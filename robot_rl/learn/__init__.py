@@ -1,0 +1,1 @@
+"""The learner side: behaviour cloning now; PPO with demo replay and checkpointing later."""

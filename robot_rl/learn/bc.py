@@ -1,0 +1,188 @@
+"""``robot-rl train-bc``: behaviour cloning of the VLA on episodes (oracle demos, kept interventions).
+
+Reads top to bottom: the flat config, the loss, the loop. The policy's Gaussian is fitted by
+negative log-likelihood in the normalised action space (so the mean learns the demonstrated chunk
+and the state-independent log-std how far the demos spread around it); the value head regresses the
+discounted success return, which gives PPO a warm critic. Images get random shifts (pad and crop,
+as in DrQ), the cheapest augmentation that stops a small CNN memorising pixels.
+
+Checkpoints hold the model config and weights (normalisation included), the optimiser, the step and
+the RNG state. They are written to a temporary file and renamed, so an interrupted run leaves the
+previous checkpoint whole; ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robot_rl.data.dataset import DemoDataset
+from robot_rl.policy.text import InstructionEncoder
+from robot_rl.policy.vla import VLAConfig, VLAModel
+
+
+@dataclass
+class BCConfig:
+    data: str
+    out: str  # checkpoint path (.pt)
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    value_coef: float = 0.1
+    shift_pad: int = 4  # random-shift augmentation in pixels (0: off)
+    eval_fraction: float = 0.05  # held-out samples for the loss we report
+    checkpoint_every: int = 500
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    model: dict = field(default_factory=dict)  # VLAConfig fields (cameras, image size, joints come from the data)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each uint8 (B, H, W, 3) frame by up to ``pad`` pixels, filling with edge pixels."""
+    if pad <= 0:
+        return images
+    b, h, w, _ = images.shape
+    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    out = torch.stack([x[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return out.permute(0, 2, 3, 1).to(torch.uint8)
+
+
+def bc_loss(model: VLAModel, images, joints, text, actions, returns, value_coef: float):
+    mean, log_std, value = model.forward_normalised(images, joints, text)
+    target = model.normalise_target(actions, joints)
+    nll = 0.5 * ((target - mean) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
+    policy_loss = nll.mean()
+    value_loss = F.mse_loss(value, returns)
+    mse = F.mse_loss(mean, target)
+    return policy_loss + value_coef * value_loss, {"nll": policy_loss.item(), "mse": mse.item(), "value": value_loss.item()}
+
+
+def to_tensors(batch, embeddings: dict[str, np.ndarray]):
+    images = {c: torch.from_numpy(v) for c, v in batch.images.items()}
+    text = torch.from_numpy(np.stack([embeddings[i] for i in batch.instructions]))
+    return images, torch.from_numpy(batch.joints), text, torch.from_numpy(batch.actions), torch.from_numpy(batch.returns)
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("model_config", "model", "instruction_embeddings"):
+        if key not in payload:
+            raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl VLA checkpoint")
+    return payload
+
+
+def model_from_checkpoint(payload: dict) -> VLAModel:
+    model = VLAModel(VLAConfig.from_dict(payload["model_config"]))
+    model.load_state_dict(payload["model"])
+    return model.eval()
+
+
+def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder | None = None,
+             progress: bool = True, log=print) -> dict:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model_fields = dict(config.model)
+    data = DemoDataset(config.data, horizon=int(model_fields.get("chunk_length", VLAConfig.chunk_length)),
+                       cameras=model_fields.get("cameras"))
+    model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
+                        image_width=data.image_size[1], control_rate_hz=data.control_rate_hz)
+    model_config = VLAConfig.from_dict(model_fields)
+    model = VLAModel(model_config)
+    encoder = encoder or InstructionEncoder()
+    embeddings = {i: encoder.encode(i) for i in data.instructions()}
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start_step = 0
+    rng = np.random.default_rng(config.seed)
+    if resume and Path(config.out).is_file():
+        payload = load_checkpoint(config.out)
+        if payload["model_config"] != model_config.to_dict():
+            raise ValueError(f"checkpoint {config.out} was trained with a different model config; "
+                             "start a new one (another --out) or drop --resume")
+        model.load_state_dict(payload["model"])
+        optimiser.load_state_dict(payload["optimiser"])
+        start_step = int(payload["step"])
+        rng.bit_generator.state = payload["rng"]
+        log(f"resuming {config.out} at step {start_step}")
+    else:
+        stats = data.statistics(model_config.action_mode)
+        model.set_normalisation(**stats)
+
+    # a fixed held-out split (same on resume): the reported loss is on samples never trained on
+    split = np.random.default_rng(config.seed + 1).permutation(len(data))
+    n_eval = max(1, int(len(data) * config.eval_fraction))
+    eval_rows, train_rows = split[:n_eval], split[n_eval:]
+    generator = torch.Generator().manual_seed(config.seed + start_step)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s + start_step) / max(1, config.steps)))))
+
+    def checkpoint(step: int, metrics: dict) -> None:
+        save_checkpoint(config.out, {
+            "model_config": model_config.to_dict(), "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+            "step": step, "rng": rng.bit_generator.state, "bc_config": asdict(config), "metrics": metrics,
+            "instruction_embeddings": {k: v.tolist() for k, v in embeddings.items()},
+            "dataset": {"dir": str(config.data), "episodes": len(data.episodes), "samples": len(data)},
+        })
+
+    def evaluate() -> dict:
+        model.eval()
+        with torch.no_grad():
+            totals = {"nll": 0.0, "mse": 0.0, "value": 0.0}
+            chunks = np.array_split(eval_rows, max(1, math.ceil(len(eval_rows) / 256)))
+            for rows in chunks:
+                images, joints, text, actions, returns = to_tensors(data.batch(rows), embeddings)
+                _, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef)
+                for k in totals:
+                    totals[k] += parts[k] * len(rows) / len(eval_rows)
+        model.train()
+        return totals
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=start_step, desc="train-bc", unit="step")
+    metrics = {"eval_start": evaluate()}
+    model.train()
+    for step in range(start_step, config.steps):
+        rows = rng.choice(train_rows, size=min(config.batch_size, len(train_rows)), replace=False)
+        images, joints, text, actions, returns = to_tensors(data.batch(rows), embeddings)
+        images = {c: random_shift(v, config.shift_pad, generator) for c, v in images.items()}
+        loss, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if bar:
+            bar.update(1)
+            bar.set_postfix(nll=f"{parts['nll']:.3f}", mse=f"{parts['mse']:.3f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            metrics["train_last"] = parts
+            checkpoint(step + 1, metrics)
+    if bar:
+        bar.close()
+    metrics["eval_end"] = evaluate()
+    checkpoint(max(config.steps, start_step), metrics)
+    log(f"held-out action mse {metrics['eval_start']['mse']:.4f} -> {metrics['eval_end']['mse']:.4f}; checkpoint {config.out}")
+    return metrics

@@ -1,0 +1,205 @@
+"""A small vision-language-action model: camera frames + joint state + instruction -> action chunk.
+
+Read top to bottom: the flat config, the image encoder, the model, and what goes in and out.
+
+Inputs (batch first, exactly what the ONNX export takes):
+  ``image_<camera>``   uint8 (B, H, W, 3) RGB, as a camera driver publishes it
+  ``joint_positions``  float32 (B, J) measured joint positions, in the model's joint order
+  ``instruction``      float32 (B, 384) all-MiniLM-L6-v2 embedding (see ``text.py``), computed once
+                       per instruction, not per frame
+
+Outputs:
+  ``actions``          float32 (B, H, J) joint targets for the next H control periods (absolute
+                       positions; with ``action_mode: delta`` the network predicts offsets from the
+                       measured joints and the model adds them back, so the output contract is the same)
+  ``action_log_std``   float32 (B, H, J) log standard deviation of the Gaussian over the *normalised*
+                       action, for PPO fine-tuning
+  ``value``            float32 (B,) state value estimate, for PPO
+
+Normalisation statistics (per-joint mean/std of joints and of actions) are buffers of the module, so
+they travel with the weights, into checkpoints and into the ONNX graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from robot_rl.policy.text import EMBEDDING_DIM
+
+
+@dataclass
+class VLAConfig:
+    cameras: list[str] = field(default_factory=lambda: ["front", "wrist"])
+    image_height: int = 96
+    image_width: int = 128
+    joint_names: list[str] = field(default_factory=list)
+    chunk_length: int = 8  # H: action steps per inference
+    control_rate_hz: float = 10.0
+    action_mode: str = "absolute"  # "absolute" targets or "delta" from the measured joints
+    encoder: str = "cnn"  # "cnn" (built in) or "timm:<model name>" where timm and its weights exist
+    cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
+    image_features: int = 128  # per camera
+    hidden: int = 512
+    trunk_layers: int = 2
+    text_dim: int = EMBEDDING_DIM
+    init_log_std: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.action_mode not in ("absolute", "delta"):
+            raise ValueError(f"action_mode must be 'absolute' or 'delta', got '{self.action_mode}'")
+        if not self.cameras:
+            raise ValueError("a VLA needs at least one camera")
+        self.cnn_channels = tuple(self.cnn_channels)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cnn_channels"] = list(self.cnn_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VLAConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown VLA config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class ConvEncoder(nn.Module):
+    """A compact CNN: strided 3x3 convolutions with GroupNorm, then global average pooling."""
+
+    def __init__(self, channels: tuple[int, ...], features: int):
+        super().__init__()
+        layers, c_in = [], 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
+            c_in = c
+        self.conv = nn.Sequential(*layers)
+        self.proj = nn.Linear(c_in, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x).mean(dim=(2, 3)))
+
+
+class TimmEncoder(nn.Module):
+    """A pretrained timm backbone (for machines that have its weights cached) plus a projection."""
+
+    def __init__(self, name: str, features: int):
+        super().__init__()
+        try:
+            import timm
+        except ImportError as exc:
+            raise ValueError(f"encoder 'timm:{name}' needs the timm package (pip install timm)") from exc
+        self.backbone = timm.create_model(name, pretrained=True, num_classes=0)
+        self.proj = nn.Linear(self.backbone.num_features, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(x))
+
+
+def make_image_encoder(config: VLAConfig) -> nn.Module:
+    if config.encoder == "cnn":
+        return ConvEncoder(config.cnn_channels, config.image_features)
+    if config.encoder.startswith("timm:"):
+        return TimmEncoder(config.encoder[len("timm:"):], config.image_features)
+    raise ValueError(f"unknown image encoder '{config.encoder}'; expected 'cnn' or 'timm:<model>'")
+
+
+class VLAModel(nn.Module):
+    def __init__(self, config: VLAConfig):
+        super().__init__()
+        if not config.joint_names:
+            raise ValueError("VLAConfig.joint_names is empty: the model must know the joints it commands")
+        self.config = config
+        j, h = len(config.joint_names), config.chunk_length
+        self.encoders = nn.ModuleDict({cam: make_image_encoder(config) for cam in config.cameras})
+        fused = config.image_features * len(config.cameras) + config.hidden // 4 * 2
+        self.joint_proj = nn.Sequential(nn.Linear(j, config.hidden // 4), nn.SiLU())
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, config.hidden // 4), nn.SiLU())
+        layers, width = [], fused
+        for _ in range(config.trunk_layers):
+            layers += [nn.Linear(width, config.hidden), nn.LayerNorm(config.hidden), nn.SiLU()]
+            width = config.hidden
+        self.trunk = nn.Sequential(*layers)
+        self.action_head = nn.Linear(width, h * j)
+        self.value_head = nn.Linear(width, 1)
+        self.log_std = nn.Parameter(torch.full((h, j), float(config.init_log_std)))
+        # normalisation statistics (set from data by set_normalisation; identity until then)
+        self.register_buffer("joint_mean", torch.zeros(j))
+        self.register_buffer("joint_std", torch.ones(j))
+        self.register_buffer("action_mean", torch.zeros(h, j))
+        self.register_buffer("action_std", torch.ones(h, j))
+        self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        nn.init.zeros_(self.action_head.bias)
+        nn.init.normal_(self.action_head.weight, std=1e-3)
+
+    def set_normalisation(self, joint_mean, joint_std, action_mean, action_std, eps: float = 1e-3) -> None:
+        """Per-joint statistics; ``action_*`` are (H, J), of the network target (absolute or delta)."""
+        for name, value in (("joint_mean", joint_mean), ("joint_std", joint_std),
+                            ("action_mean", action_mean), ("action_std", action_std)):
+            buf = getattr(self, name)
+            t = torch.as_tensor(value, dtype=buf.dtype).reshape(buf.shape)
+            if name.endswith("std"):
+                t = t.clamp_min(eps)
+            buf.copy_(t)
+
+    def features(self, images: dict[str, torch.Tensor], joints: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for cam in self.config.cameras:
+            x = images[cam].permute(0, 3, 1, 2).to(self.pixel_mean.dtype) / 255.0  # uint8 NHWC -> float NCHW
+            parts.append(self.encoders[cam]((x - self.pixel_mean) / self.pixel_std))
+        parts.append(self.joint_proj((joints - self.joint_mean) / self.joint_std))
+        parts.append(self.text_proj(text))
+        return self.trunk(torch.cat(parts, dim=-1))
+
+    def forward_normalised(self, images, joints, text):
+        """Training-side outputs: the normalised action mean (B, H, J), its log-std and the value."""
+        z = self.features(images, joints, text)
+        b = joints.shape[0]
+        mean = self.action_head(z).view(b, self.config.chunk_length, -1)
+        return mean, self.log_std.expand_as(mean), self.value_head(z).squeeze(-1)
+
+    def denormalise(self, mean: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        actions = mean * self.action_std + self.action_mean
+        if self.config.action_mode == "delta":
+            actions = actions + joints.unsqueeze(1)
+        return actions
+
+    def normalise_target(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        """Absolute target chunks (B, H, J) -> the normalised space the network predicts in."""
+        if self.config.action_mode == "delta":
+            actions = actions - joints.unsqueeze(1)
+        return (actions - self.action_mean) / self.action_std
+
+    def forward(self, images: dict[str, torch.Tensor], joints: torch.Tensor, text: torch.Tensor):
+        """Deployment outputs: absolute joint targets (B, H, J), action log-std and value."""
+        mean, log_std, value = self.forward_normalised(images, joints, text)
+        return self.denormalise(mean, joints), log_std, value
+
+
+class ExportWrapper(nn.Module):
+    """Flat positional inputs in the order of ``input_names`` (what ONNX needs)."""
+
+    def __init__(self, model: VLAModel):
+        super().__init__()
+        self.model = model
+        self.cameras = list(model.config.cameras)
+
+    def input_names(self) -> list[str]:
+        return [f"image_{c}" for c in self.cameras] + ["joint_positions", "instruction"]
+
+    def forward(self, *inputs):
+        images = dict(zip(self.cameras, inputs[: len(self.cameras)]))
+        joints, text = inputs[len(self.cameras)], inputs[len(self.cameras) + 1]
+        return self.model(images, joints, text)
+
+
+OUTPUT_NAMES = ["actions", "action_log_std", "value"]
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

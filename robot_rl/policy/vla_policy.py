@@ -1,0 +1,91 @@
+"""An exported policy (``policy.onnx`` + ``metadata.json``) behind the :class:`Policy` interface.
+
+Options (``PolicyConfig.options``): ``path`` the export directory, ``backend`` one of
+``auto | torch | onnxruntime | tensorrt``. The instruction is embedded once per ``reset`` (from the
+export's table of trained instructions when it is there, else by the sentence encoder). Each ``act``
+checks the observation against the export contract (cameras, image size, joints) and the outputs
+(finite, within the joint limits' neighbourhood); any violation is a ValueError, so the node skips
+the frame and the safety layer holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_rl.policy.base import ActionChunk, Observation, Policy, PolicyConfig
+from robot_rl.policy.text import InstructionEncoder
+
+#: outputs further than this outside the joint limits (rad / m) mean the model is broken, not just
+#: optimistic: the chunk is refused instead of being clamped by the safety layer
+OUT_OF_RANGE_MARGIN = 0.5
+
+
+class VLAPolicy(Policy):
+    name = "vla"
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__(config)
+        from robot_rl.inference.backends import make_backend
+
+        path = config.options.get("path")
+        if not path:
+            raise ValueError("policy 'vla' needs option 'path' (the exported policy directory, e.g. policies/sim_default)")
+        self.backend = make_backend(config.options.get("backend", "auto"), path)
+        m = self.backend.metadata
+        self.metadata = m
+        self.version = str(m.get("model_version", "unknown"))
+        self.cameras = list(m["cameras"])
+        self.image_shape = (m["image_height"], m["image_width"], 3)
+        self.joint_names = list(m["joint_names"])
+        self.period = 1.0 / float(m["control_rate_hz"])
+        self.encoder = InstructionEncoder({k: np.asarray(v, np.float32) for k, v in m.get("instruction_embeddings", {}).items()})
+        self.instruction_vec: np.ndarray | None = None
+        self.lower = self.upper = None
+        if config.joint_names:
+            if set(config.joint_names) != set(self.joint_names):
+                raise ValueError(f"exported policy {path} commands joints {self.joint_names}, the robot has {config.joint_names}")
+            if config.lower and config.upper:  # limits in the model's joint order
+                order = [config.joint_names.index(n) for n in self.joint_names]
+                self.lower = np.asarray(config.lower, np.float64)[order]
+                self.upper = np.asarray(config.upper, np.float64)[order]
+
+    def reset(self, instruction: str) -> None:
+        self.instruction_vec = self.encoder.encode(instruction)[None, :]
+
+    def inputs(self, observation: Observation) -> dict[str, np.ndarray]:
+        feed = {}
+        for cam in self.cameras:
+            image = observation.images.get(cam)
+            if image is None:
+                raise ValueError(f"policy needs camera '{cam}' (has {sorted(observation.images)})")
+            if image.shape != self.image_shape or image.dtype != np.uint8:
+                raise ValueError(f"camera '{cam}' frame is {image.shape} {image.dtype}; the policy was trained on "
+                                 f"{self.image_shape} uint8 RGB (set the camera or sim to {self.image_shape[1]}x{self.image_shape[0]})")
+            feed[f"image_{cam}"] = np.ascontiguousarray(image)[None]
+        index = {n: i for i, n in enumerate(observation.joint_names)}
+        missing = [n for n in self.joint_names if n not in index]
+        if missing:
+            raise ValueError(f"joint state lacks joints {missing} that the policy commands")
+        q = np.asarray(observation.joint_positions, np.float32)[[index[n] for n in self.joint_names]]
+        feed["joint_positions"] = q[None]
+        feed["instruction"] = self.instruction_vec
+        return feed
+
+    def act(self, observation: Observation) -> ActionChunk:
+        if self.instruction_vec is None:
+            raise RuntimeError("vla policy has no instruction yet; call reset(instruction) first")
+        out = self.backend.run(self.inputs(observation))
+        actions = np.asarray(out["actions"][0], np.float64)
+        if not np.all(np.isfinite(actions)):
+            raise ValueError(f"policy output is not finite (backend {self.backend.describe()}): nothing is sent")
+        if self.lower is not None:
+            low, high = self.lower - OUT_OF_RANGE_MARGIN, self.upper + OUT_OF_RANGE_MARGIN
+            bad = np.any((actions < low) | (actions > high), axis=0)
+            if bad.any():
+                names = [n for n, b in zip(self.joint_names, bad) if b]
+                raise ValueError(f"policy output for joints {names} is more than {OUT_OF_RANGE_MARGIN} outside the joint limits")
+        self.last_value = float(out["value"][0])
+        return ActionChunk(observation.stamp, self.period, list(self.joint_names), actions)
+
+    def close(self) -> None:
+        self.backend.close()

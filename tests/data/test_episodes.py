@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+
+from robot_rl.data.dataset import DemoDataset
+from robot_rl.data.episodes import (EpisodeFormatError, EpisodeMeta, EpisodeWriter, list_episodes, read_episode,
+                                    remove_partials)
+from robot_rl.sim.tasks import TASKS
+
+
+def _meta(episode_id="ep1", cameras=("front",)):
+    return EpisodeMeta(episode_id=episode_id, task="reach_cube", instruction="reach the red cube", seed=3, success=False,
+                       source="teleop", cameras=list(cameras), image_height=4, image_width=5,
+                       joint_names=["a", "b"], control_rate_hz=10.0)
+
+
+def test_writer_and_reader_round_trip(tmp_path):
+    writer = EpisodeWriter(tmp_path, _meta())
+    for t in range(3):
+        writer.add({"front": np.full((4, 5, 3), t, np.uint8)}, [t, -t], [t + 1, 0], stamp=0.1 * t, intervention=t == 1)
+    path = writer.finish(success=True)
+    episode = read_episode(path)
+    assert episode.meta.success and episode.meta.length == 3 and episode.meta.source == "teleop"
+    assert episode.images["front"][2].max() == 2 and episode.joint_positions[1].tolist() == [1, -1]
+    assert episode.actions[:, 0].tolist() == [1, 2, 3] and episode.intervention.tolist() == [False, True, False]
+    assert list_episodes(tmp_path) == [path]
+
+
+def test_partial_episodes_are_invisible_to_readers(tmp_path):
+    (tmp_path / "ep9.partial").mkdir()
+    (tmp_path / "ep9.partial" / "meta.json").write_text("{}")
+    assert list_episodes(tmp_path) == []
+    assert [p.name for p in remove_partials(tmp_path)] == ["ep9.partial"]
+
+
+def test_bad_frames_and_files_are_refused_with_the_episode_and_field(tmp_path):
+    writer = EpisodeWriter(tmp_path, _meta())
+    with pytest.raises(EpisodeFormatError, match=r"camera 'front' frame is \(4, 4, 3\)"):
+        writer.add({"front": np.zeros((4, 4, 3), np.uint8)}, [0, 0], [0, 0], 0.0)
+    writer.add({"front": np.zeros((4, 5, 3), np.uint8)}, [0, 0], [0, 0], 0.0)
+    path = writer.finish(success=False)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["length"] = 7
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(EpisodeFormatError, match=r"steps.npz: array 'image_front' has 1 rows, meta.json says length 7"):
+        read_episode(path)
+    meta["format_version"] = 99
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(EpisodeFormatError, match="format_version 99"):
+        read_episode(path)
+
+
+def test_collect_writes_successful_oracle_demos_for_every_task(tiny_demos):
+    episodes = [read_episode(p) for p in list_episodes(tiny_demos)]
+    assert sorted({e.meta.task for e in episodes}) == sorted(TASKS)
+    assert all(e.meta.success and e.meta.source == "oracle" for e in episodes)
+    e = episodes[0]
+    assert e.images["wrist"].shape == (len(e), 24, 32, 3)
+    # the commanded target leads the measured joints: the arm moves toward what was commanded
+    assert np.abs(e.actions[:-1] - e.joint_positions[1:]).mean() < np.abs(e.actions[:-1] - e.joint_positions[:-1]).mean()
+
+
+def test_dataset_chunks_repeat_the_last_action_past_the_end(tiny_demos):
+    data = DemoDataset(tiny_demos, horizon=4)
+    last = len(data.episodes[0]) - 1
+    row = int(np.nonzero((data.index[:, 0] == 0) & (data.index[:, 1] == last))[0][0])
+    batch = data.batch(np.array([row]))
+    np.testing.assert_array_equal(batch.actions[0], np.repeat(data.episodes[0].actions[-1:], 4, axis=0))
+    assert batch.returns[0] == pytest.approx(1.0)

@@ -30,7 +30,7 @@ GOAL_GPU_SPEEDUP = 4.0
 
 
 def reference_config(joint_names: list[str]) -> dict:
-    """A VLA-shaped model of ~113M parameters: two 224x224 cameras, a 5-stage CNN, a 6x4096 trunk."""
+    """A VLA-shaped model of ~106M parameters: two 224x224 cameras, a 5-stage CNN, a 6x4096 trunk."""
     return {"cameras": ["front", "wrist"], "image_height": 224, "image_width": 224, "joint_names": joint_names,
             "chunk_length": 16, "cnn_channels": [64, 128, 256, 512, 512], "image_features": 512, "hidden": 4096,
             "trunk_layers": 6}

@@ -22,6 +22,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.paths import data_path
 from robot_rl.policy.base import Observation, PolicyConfig, make_policy
+from robot_rl.policy.runner import AsyncPolicyRunner
+from robot_rl.policy.scheduler import ActionScheduler
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import chunk_to_msg, diagnostics_msg, joint_state_positions, msg_to_image, msg_to_poses, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
@@ -40,6 +42,13 @@ DEFAULTS = {
     "instruction": "",  # initial instruction; /instruction overrides it
     "policy_path": "",  # policy 'vla': the exported policy directory (default: policies/sim_default of this package)
     "backend": "auto",  # policy 'vla': auto | torch | onnxruntime | tensorrt
+    # every_frame: infer on each complete set of frames and publish its chunk at once (lowest latency);
+    # queue: infer on a worker thread when fewer than queue_threshold future targets are queued, and
+    # publish the merged queue every control period (for models slower than the control period)
+    "schedule": "every_frame",
+    "queue_threshold": 2,
+    "chunk_merge": "latest",  # queue: latest | ensemble (ACT temporal ensembling)
+    "ensemble_decay": 0.01,
 }
 
 
@@ -86,13 +95,20 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
         self.status_pub = self.create_publisher(DiagnosticArray, "/policy/status", qos.STATUS)
         self.create_timer(1.0, self.publish_status)
+        self.runner = None
+        if p["schedule"] == "queue":
+            scheduler = ActionScheduler(config.control_period, p["chunk_merge"], float(p["ensemble_decay"]))
+            self.runner = AsyncPolicyRunner(self.policy, scheduler, int(p["queue_threshold"]), clock=lambda: now_sec(self))
+            self.create_timer(config.control_period, self.on_control)
+        elif p["schedule"] != "every_frame":
+            raise ValueError(f"policy_node parameter 'schedule' = '{p['schedule']}': expected 'every_frame' or 'queue'")
         if p["instruction"]:
             self.on_instruction(String(data=p["instruction"]))
         self.get_logger().info(f"policy '{self.policy.name}' on cameras {self.cameras}, chunk {config.chunk_length}")
 
     def on_instruction(self, msg: String) -> None:
         try:
-            self.policy.reset(msg.data)
+            (self.runner.reset if self.runner else self.policy.reset)(msg.data)
         except ValueError as exc:
             self.instruction, self.instruction_error = None, f"/instruction: {exc}"
             self.get_logger().error(f"{self.instruction_error}; the policy stays idle and the arm holds")
@@ -149,6 +165,8 @@ class PolicyNode(Node):
                     return self._skip("no privileged state: nothing on /sim/object_poses")
                 objects = msg_to_poses(self.objects, OBJECT_ORDER, "/sim/object_poses")
             obs = Observation(stamp, names, positions, self.instruction, images, objects)
+            if self.runner:
+                return self.runner.offer(obs)
             t0 = time.perf_counter()
             chunk = self.policy.act(obs)
             self.inference_ms.add((time.perf_counter() - t0) * 1e3)
@@ -160,16 +178,33 @@ class PolicyNode(Node):
         self.chunks += 1
         self.published_at.add(time.monotonic())
 
+    def on_control(self) -> None:
+        chunk = self.runner.tick(now_sec(self))
+        if chunk is None:
+            return
+        self.chunk_pub.publish(chunk_to_msg(chunk))
+        self.chunks += 1
+        self.published_at.add(time.monotonic())
+
+    def close(self) -> None:
+        if self.runner:
+            self.runner.close()
+
     def publish_status(self) -> None:
         times = list(self.published_at.samples)
         recent = [t for t in times if t > time.monotonic() - 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 else 0.0
+        inference = self.runner.inference_ms if self.runner else self.inference_ms
         values = {
             "policy": self.policy.name,
             "model_version": self.policy.version,
             "instruction": self.instruction or "",
-            "inference_ms_p50": round(self.inference_ms.percentile(50), 3),
-            "inference_ms_p99": round(self.inference_ms.percentile(99), 3),
+            "inference_ms_p50": round(inference.percentile(50), 3),
+            "inference_ms_p99": round(inference.percentile(99), 3),
+            "schedule": self.p["schedule"],
+            **({"queue_depth": self.runner.depth(now_sec(self)), "inferences": self.runner.inferences,
+                "inference_errors": self.runner.errors, "last_inference_error": self.runner.last_error}
+               if self.runner else {}),
             "frame_age_at_receive_ms_p50": round(self.receive_age_ms.percentile(50), 3),
             "frame_age_at_receive_ms_p99": round(self.receive_age_ms.percentile(99), 3),
             "frame_age_at_publish_ms_p50": round(self.publish_age_ms.percentile(50), 3),

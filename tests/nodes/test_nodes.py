@@ -236,3 +236,24 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
     assert np.sum(intervals < 0.5 * period) <= 1, intervals
     sending["on"] = False
     wait(lambda: executed[-1][1] == "hold", 2, "holding once chunks stop")
+
+
+def test_queue_schedule_publishes_every_period_from_a_worker_thread(ros):
+    robot = FakeRobot(ros)
+    chunks = []
+    listener = ros(rclpy.create_node("queue_listener"))
+    listener.create_subscription(JointTrajectory, "/policy/trajectory", chunks.append, qos.COMMAND)
+    policy = ros(PolicyNode(parameter_overrides=[
+        Parameter("policy", value="random"), Parameter("cameras", value=["front"]), Parameter("control_rate_hz", value=20.0),
+        Parameter("chunk_length", value=8), Parameter("schedule", value="queue"), Parameter("queue_threshold", value=3),
+        Parameter("chunk_merge", value="ensemble")]))
+    ros(SafetyNode(parameter_overrides=[Parameter("control_rate_hz", value=20.0)]))
+    robot.instruction.publish(String(data="reach the red cube"))
+    wait(lambda: sum(m.header.frame_id == "policy" for m in robot.executed) >= 10, 15, "policy commands via the queue")
+    time.sleep(1.0)
+    # chunks go out every control period, inference only when the queue is low (about every 5 periods)
+    assert policy.runner.inferences < 0.5 * len(chunks)
+    assert all(len(c.points) >= 1 for c in chunks)
+    with pytest.raises(ValueError, match="unknown chunk merging 'blend'"):
+        PolicyNode(parameter_overrides=[Parameter("policy", value="random"), Parameter("schedule", value="queue"),
+                                        Parameter("chunk_merge", value="blend")])

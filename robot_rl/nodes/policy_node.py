@@ -42,6 +42,7 @@ DEFAULTS = {
     "instruction": "",  # initial instruction; /instruction overrides it
     "policy_path": "",  # policy 'vla': the exported policy directory (default: policies/sim_default of this package)
     "backend": "auto",  # policy 'vla': auto | torch | onnxruntime | tensorrt
+    "resize_images": False,  # policy 'vla': scale frames of another size to the size the model was trained on
     # every_frame: infer on each complete set of frames and publish its chunk at once (lowest latency);
     # queue: infer on a worker thread when fewer than queue_threshold future targets are queued, and
     # publish the merged queue every control period (for models slower than the control period)
@@ -62,7 +63,7 @@ class PolicyNode(Node):
                               control_period=1.0 / float(p["control_rate_hz"]), seed=int(p["seed"]),
                               joint_names=limits.joint_names, lower=limits.lower.tolist(), upper=limits.upper.tolist(),
                               options={"path": p["policy_path"] or str(data_path("policies", "sim_default")),
-                                       "backend": p["backend"]})
+                                       "backend": p["backend"], "resize": bool(p["resize_images"])})
         self.policy = make_policy(config)
         self.cameras = list(p["cameras"])
         if not self.cameras:

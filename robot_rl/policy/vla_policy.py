@@ -1,7 +1,9 @@
 """An exported policy (``policy.onnx`` + ``metadata.json``) behind the :class:`Policy` interface.
 
 Options (``PolicyConfig.options``): ``path`` the export directory, ``backend`` one of
-``auto | torch | onnxruntime | tensorrt``. The instruction is embedded once per ``reset`` (from the
+``auto | torch | onnxruntime | tensorrt``, ``resize`` (default False) to scale camera frames of
+another size to the trained size (box filter for integer factors, e.g. 640x480 -> 128x96, else
+nearest neighbour); without it a frame of the wrong size is refused. The instruction is embedded once per ``reset`` (from the
 export's table of trained instructions when it is there, else by the sentence encoder). Each ``act``
 checks the observation against the export contract (cameras, image size, joints) and the outputs
 (finite, within the joint limits' neighbourhood); any violation is a ValueError, so the node skips
@@ -40,6 +42,7 @@ class VLAPolicy(Policy):
         self.period = 1.0 / float(m["control_rate_hz"])
         self.encoder = InstructionEncoder({k: np.asarray(v, np.float32) for k, v in m.get("instruction_embeddings", {}).items()})
         self.instruction_vec: np.ndarray | None = None
+        self.resize = bool(config.options.get("resize", False))
         self.lower = self.upper = None
         if config.joint_names:
             if set(config.joint_names) != set(self.joint_names):
@@ -58,9 +61,12 @@ class VLAPolicy(Policy):
             image = observation.images.get(cam)
             if image is None:
                 raise ValueError(f"policy needs camera '{cam}' (has {sorted(observation.images)})")
+            if self.resize and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+                image = resize_rgb(image, *self.image_shape[:2])
             if image.shape != self.image_shape or image.dtype != np.uint8:
                 raise ValueError(f"camera '{cam}' frame is {image.shape} {image.dtype}; the policy was trained on "
-                                 f"{self.image_shape} uint8 RGB (set the camera or sim to {self.image_shape[1]}x{self.image_shape[0]})")
+                                 f"{self.image_shape} uint8 RGB (set the camera or sim to {self.image_shape[1]}x{self.image_shape[0]}, "
+                                 "or enable resizing: policy node parameter resize_images)")
             feed[f"image_{cam}"] = np.ascontiguousarray(image)[None]
         index = {n: i for i, n in enumerate(observation.joint_names)}
         missing = [n for n in self.joint_names if n not in index]
@@ -89,3 +95,16 @@ class VLAPolicy(Policy):
 
     def close(self) -> None:
         self.backend.close()
+
+
+def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale an (H, W, 3) uint8 frame: box average for integer down-scaling factors, else nearest."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if h % height == 0 and w % width == 0:
+        fy, fx = h // height, w // width
+        return image.reshape(height, fy, width, fx, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    rows = (np.arange(height) * h / height + h / height / 2).astype(int).clip(0, h - 1)
+    cols = (np.arange(width) * w / width + w / width / 2).astype(int).clip(0, w - 1)
+    return image[rows][:, cols]

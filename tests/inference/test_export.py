@@ -101,3 +101,17 @@ def test_vla_policy_refuses_non_finite_output(tiny_export, tmp_path):
     policy.reset("reach the red cube")
     with pytest.raises(ValueError, match="not finite"):
         policy.act(_observation(policy))
+
+
+def test_vla_policy_resizes_frames_when_asked(tiny_export):
+    from robot_rl.policy.vla_policy import resize_rgb
+
+    joints = read_metadata(tiny_export)["joint_names"]
+    policy = make_policy(PolicyConfig(type="vla", joint_names=joints,
+                                      options={"path": str(tiny_export), "backend": "onnxruntime", "resize": True}))
+    policy.reset("reach the red cube")
+    big = _observation(policy, size=(48, 64))  # twice the trained size: box-filtered down
+    assert policy.act(big).positions.shape == (4, 6)
+    frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    np.testing.assert_array_equal(resize_rgb(frame, 2, 3)[0, 0], frame[:2, :2].reshape(-1, 3).mean(0).round())
+    assert resize_rgb(frame, 3, 4).shape == (3, 4, 3)

@@ -15,7 +15,7 @@ $(STAMP): setup.py package.xml requirements/base.txt requirements/pip-ros.txt re
 	touch $@
 
 demo: setup
-	$(VENV)/bin/robot-rl demo
+	$(VENV)/bin/robot-rl demo --policy vla --seed 10000
 
 test: setup
 	$(PY) -m pytest

@@ -27,7 +27,7 @@ def _launch(args) -> int:
 def _demo(args) -> int:
     from robot_rl.demo import run_demo
 
-    report = run_demo(episodes=args.episodes, policy=args.policy, rate_hz=args.rate)
+    report = run_demo(episodes=args.episodes, policy=args.policy, rate_hz=args.rate, seed=args.seed)
     if report["processes_left"]:
         return 1
     return 0 if report["success_rate"] >= args.min_success else 1
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run episodes of the simulated robot through the full ROS graph")
     p.add_argument("--episodes", type=int, default=8)
-    p.add_argument("--policy", default="oracle", help="oracle | random")
+    p.add_argument("--policy", default="oracle", help="oracle | random | vla (policies/sim_default)")
+    p.add_argument("--seed", type=int, default=0, help="episodes use seed+1, seed+2, ... (10000+: unseen in training)")
     p.add_argument("--rate", type=float, default=10.0, help="control rate, Hz")
     p.add_argument("--min-success", type=float, default=0.0, help="exit non-zero below this success rate")
     p.set_defaults(func=_demo)

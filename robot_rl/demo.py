@@ -31,12 +31,12 @@ def latency_stats(commands: list[CommandRecord], period: float) -> dict:
 
 
 def run_demo(episodes: int = 8, policy: str = "oracle", rate_hz: float = 10.0, log_path: str | None = None,
-             echo=print) -> dict:
+             seed: int = 0, echo=print) -> dict:
     log_path = log_path or str(Path(tempfile.gettempdir()) / "robot_rl_demo.log")
     results = []
     with open(log_path, "w") as log:
         echo(f"starting the sim graph (sim_bridge, policy '{policy}', safety); node logs: {log_path}")
-        overrides = {"policy": policy, "control_rate_hz": str(rate_hz)}
+        overrides = {"policy": policy, "control_rate_hz": str(rate_hz), "seed": str(seed)}
         with SimGraph(overrides, out=log) as graph:
             client = graph.client
             client.wait_ready(timeout=90)

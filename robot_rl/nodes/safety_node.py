@@ -1,7 +1,8 @@
 """safety_node: merges policy and teleop into the one command the robot executes.
 
 Inputs: ``/policy/trajectory`` (action chunks), ``/teleop/command`` + ``/teleop/engaged``,
-``/joint_states``, ``/estop`` (latched until a False message releases it).
+``/joint_states``, ``/estop`` (latched until a False message releases it), ``/instruction`` (a new
+episode: drop the chunk, hold the measured position).
 Outputs: ``/robot/command`` (std_msgs/Float64MultiArray, joint order of the limits file, for a
 ros2_control forward position controller or the sim bridge); ``/safety/command``
 (sensor_msgs/JointState: the executed command, stamped with the time of the observation it derives
@@ -18,7 +19,7 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.paths import data_path
@@ -65,6 +66,7 @@ class SafetyNode(Node):
         self.create_subscription(JointState, "/teleop/command", self.on_teleop, qos.COMMAND)
         self.create_subscription(Bool, "/teleop/engaged", self.on_engaged, qos.COMMAND)
         self.create_subscription(Bool, "/estop", self.on_estop, qos.LATCHED)
+        self.create_subscription(String, "/instruction", self.on_instruction, qos.LATCHED)
         self.period_ns = int(1e9 / float(p["control_rate_hz"]))
         self.grace = float(p["timed_command_grace"])
         if not 0.0 <= self.grace <= 2.0:
@@ -82,7 +84,7 @@ class SafetyNode(Node):
             names, positions = joint_state_positions(msg, "/joint_states")
         except ValueError as exc:
             return self._warn(str(exc))
-        self._warn(self.filter.update_joint_state(names, positions, now_sec(self)))
+        self._warn(self.filter.update_joint_state(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         try:
@@ -105,6 +107,10 @@ class SafetyNode(Node):
         self._warn(self.filter.update_teleop(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
         if self.filter.engaged:
             self.publish_command(event=True)
+
+    def on_instruction(self, msg: String) -> None:
+        self.filter.new_episode(now_sec(self))
+        self.get_logger().info(f"new episode ('{msg.data}'): holding the measured position until the policy acts")
 
     def on_engaged(self, msg: Bool) -> None:
         self.filter.update_engaged(msg.data)

@@ -46,6 +46,9 @@ DEFAULTS = {
     "gym_env_id": "",  # world "gymnasium": the environment id, and its options below
     "gym_image_keys": [""],
     "gym_state_key": "",
+    # after a reset, /robot/command is ignored this long: commands still in flight from the previous
+    # episode would otherwise drag the reset arm back toward their targets
+    "reset_settle_s": 0.15,
 }
 
 
@@ -78,6 +81,7 @@ class SimBridgeNode(Node):
         self.seed = int(p["seed"])
         self.lock = threading.Lock()
         self.command: np.ndarray | None = None
+        self.ignore_commands_until = 0.0
         self.bad_commands = 0
         self.steps = 0
         self.step_ms = Window(300)
@@ -114,6 +118,7 @@ class SimBridgeNode(Node):
         self.world.reset(seed, task)
         hold = getattr(self.world, "hold_command", None)
         self.command = hold() if hold else self.world.joint_positions()
+        self.ignore_commands_until = time.monotonic() + float(self.p["reset_settle_s"])
         summary = f"seed={seed} task={self.world.task_name}"
         if self.p["announce_instruction"] and self.world.task_name is not None:
             self.instruction_pub.publish(String(data=TASKS[self.world.task_name].instruction))
@@ -173,6 +178,8 @@ class SimBridgeNode(Node):
             )
             return
         with self.lock:
+            if time.monotonic() < self.ignore_commands_until:
+                return
             self.command = values
 
     # -- the loop --------------------------------------------------------------------------------------

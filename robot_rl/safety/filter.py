@@ -8,6 +8,8 @@ flag, e-stop); :meth:`SafetyFilter.step` then says what to command now and why. 
    release unlatches; afterwards motion resumes only from input that arrives after the release.
 2. No fresh joint state: hold the last safe command (a robot whose state we cannot see must not be
    given new targets). Before any safe command exists, nothing is commanded at all.
+   A new episode (``new_episode``: a new instruction) drops the chunk and re-anchors the hold to the
+   next measured position; until it arrives nothing is commanded.
 3. Teleop engaged: the human's command wins; a stale teleop command holds instead.
 4. Otherwise the policy chunk: the first point whose time lies in the future is commanded (targets
    whose time has passed are dropped, which compensates inference latency). A chunk computed from an
@@ -63,6 +65,8 @@ class SafetyFilter:
         self.last: Decision = Decision(None, "none", 0.0, reason="no command yet")
         self.rejected = 0
         self.last_rejection = ""
+        self.episode_start = -np.inf
+        self.anchor_pending = False
 
     # -- inputs --------------------------------------------------------------------------------
     def _reorder(self, names: list[str], values: np.ndarray, what: str) -> np.ndarray:
@@ -84,18 +88,36 @@ class SafetyFilter:
         self.last_rejection = reason
         return reason
 
-    def update_joint_state(self, names: list[str], positions, now: float) -> str | None:
+    def update_joint_state(self, names: list[str], positions, now: float, stamp: float | None = None) -> str | None:
         try:
             self.measured = self._reorder(names, positions, "joint state")
         except ValueError as exc:
             return self._reject(str(exc))
         self.measured_at = now
+        # anchor only to a state measured after the episode began (one in flight from before the
+        # reset would hold the arm where the last episode left it)
+        if self.anchor_pending and (stamp is None or stamp >= self.episode_start):
+            self.last = Decision(self.measured.copy(), "hold", now, reason="new episode: holding the measured position")
+            self.anchor_pending = False
         return None
+
+    def new_episode(self, now: float) -> None:
+        """A new episode (a new instruction; in sim the world may have been reset under the arm).
+
+        The old chunk is dropped, chunks computed from earlier observations are refused, and the hold
+        position becomes the next *measured* position: holding the previous target would drag a
+        reset arm back to where the last episode left it.
+        """
+        self.chunk = self._chunk_positions = None
+        self.episode_start = now
+        self.anchor_pending = True
 
     def update_policy(self, chunk: ActionChunk, now: float) -> str | None:
         """Accept a chunk, or return why it was rejected."""
         if self.estop:
             return self._reject("policy chunk ignored: e-stop latched")
+        if chunk.stamp < self.episode_start:
+            return self._reject("policy chunk rejected: computed from an observation before the current episode began")
         age = now - chunk.stamp
         if age > self.config.max_observation_age:
             return self._reject(
@@ -155,6 +177,8 @@ class SafetyFilter:
             if self.estop_position is None:
                 return Decision(None, "estop", now, reason="e-stop latched before any joint state")
             return Decision(self.estop_position.copy(), "estop", now, reason="e-stop latched")
+        if self.anchor_pending:
+            return Decision(None, "none", now, reason="new episode: waiting for the measured position")
         if now - self.measured_at > self.config.joint_state_timeout:
             return self._hold("joint state stale" if self.measured is not None else "no joint state yet")
         if self.engaged:

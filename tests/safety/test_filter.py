@@ -126,3 +126,18 @@ def test_joint_order_of_inputs_does_not_matter(f):
     f.update_joint_state(order, HOME[::-1], now=0.0)
     f.update_policy(chunk(0.0, [(HOME + 0.1)[::-1]], names=order), now=0.0)
     np.testing.assert_allclose(f.step(0.01).positions, f.limits.clamp(HOME + 0.1)[0])
+
+
+def test_new_episode_holds_the_measured_position_not_the_last_target(f):
+    f.update_joint_state(NAMES, HOME, now=0.0)
+    far = HOME + [0.3, 0.3, 0.0, 0.0, 0.0, 0.0]
+    f.update_policy(chunk(0.0, [far]), now=0.01)
+    assert f.step(0.02).source == "policy"
+    f.new_episode(now=1.0)  # e.g. the sim reset the arm to HOME under us
+    assert f.step(1.01).positions is None  # nothing until the new position is measured
+    assert f.update_policy(chunk(0.95, [far]), now=1.02) is not None  # computed before the episode began
+    f.update_joint_state(NAMES, HOME, now=1.03)
+    held = f.step(1.04)
+    assert held.source == "hold" and np.allclose(held.positions, HOME)  # not dragged back to `far`
+    assert f.update_policy(chunk(1.03, [HOME + 0.01]), now=1.05) is None
+    assert f.step(1.06).source == "policy"

@@ -26,8 +26,10 @@ class ChunkBatch:
 
 class DemoDataset:
     def __init__(self, dataset_dir: str | Path, horizon: int, cameras: list[str] | None = None,
-                 only_success: bool = True, gamma: float = 0.99):
+                 only_success: bool = True, gamma: float = 0.99, max_episodes: int | None = None):
         paths = list_episodes(dataset_dir)
+        if max_episodes is not None:  # spread over the dataset (episodes are sorted by time and task)
+            paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(max_episodes, len(paths))).astype(int)]
         episodes = [read_episode(p) for p in paths]
         if only_success:
             episodes = [e for e in episodes if e.meta.success]

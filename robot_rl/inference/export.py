@@ -85,7 +85,7 @@ def observation_samples(model, data_dir: str | None, count: int = 16, seed: int 
     if data_dir and Path(data_dir).is_dir():
         from robot_rl.data.dataset import DemoDataset
 
-        data = DemoDataset(data_dir, horizon=1, cameras=c.cameras)
+        data = DemoDataset(data_dir, horizon=1, cameras=c.cameras, max_episodes=count)  # not all of it: a few GB
         if data.image_size == (c.image_height, c.image_width):
             rows = np.random.default_rng(seed).choice(len(data), size=min(count, len(data)), replace=False)
             b = data.batch(rows)

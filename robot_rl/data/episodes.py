@@ -120,7 +120,9 @@ class EpisodeWriter:
 
 
 def new_episode_id(task: str, seed: int) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}_{task}_s{seed}_{uuid.uuid4().hex[:6]}"
+    """Sorts in creation order (nanoseconds after the second), unique across machines (random tail)."""
+    ns = time.time_ns()
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(ns // 10**9))}.{ns % 10**9:09d}_{task}_s{seed}_{uuid.uuid4().hex[:6]}"
 
 
 def list_episodes(dataset_dir: str | Path) -> list[Path]:

@@ -13,7 +13,7 @@ def test_bc_lowers_the_held_out_loss(tiny_checkpoint):
 
 def test_checkpoint_holds_config_weights_normalisation_and_embeddings(tiny_checkpoint):
     payload = load_checkpoint(tiny_checkpoint[0])
-    assert payload["step"] == 80
+    assert payload["step"] == 100
     assert payload["model_config"]["chunk_length"] == 4 and payload["model_config"]["image_width"] == 32
     assert payload["model"]["action_std"].shape == (4, 6) and float(payload["model"]["action_std"].min()) > 0
     assert "reach the red cube" in payload["instruction_embeddings"]

@@ -1,4 +1,5 @@
-"""The ``robot-rl`` command: launch, demo, bench, collect, train-bc, export, evaluate."""
+"""The ``robot-rl`` command: launch, demo, bench, collect, train-bc, export, evaluate, and the progress
+critic: train-critic, eval-critic, export-critic, critic-server."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _collect(args) -> int:
     tasks = args.task or None
     config = CollectConfig(out=args.out, episodes=args.episodes, seed=args.seed, image_width=args.width,
                            image_height=args.height, control_rate_hz=args.rate, keep_failures=args.keep_failures,
-                           cameras=args.cameras.split(","), **({"tasks": tasks} if tasks else {}))
+                           cameras=args.cameras.split(","), behaviour=args.behaviour, **({"tasks": tasks} if tasks else {}))
     summary = collect(config, progress=lambda t, s, ok: print(f"{t:18} seed {s:5d} {'success' if ok else 'FAILED'}"))
     print(f"wrote to {args.out}: " + ", ".join(f"{t} {v['written']} ({v['failed']} failed)" for t, v in summary.items()))
     return 0
@@ -109,6 +110,82 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _train_critic(args) -> int:
+    from robot_rl.reward.train import CriticTrainConfig, train_critic
+
+    model = {"cameras": args.cameras.split(","), "image_width": args.width, "image_height": args.height}
+    config = CriticTrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               seed=args.seed, threads=args.threads, exclude_tasks=args.exclude_task or [], model=model)
+    train_critic(config, resume=args.resume)
+    return 0
+
+
+def _eval_critic(args) -> int:
+    from robot_rl.reward.base import make_critic
+    from robot_rl.reward.evaluate import evaluate_critic, plot_critic, write_json
+
+    critic = make_critic(args.critic, backend=args.backend)
+    one_shot = make_critic(args.one_shot_critic, backend=args.backend) if args.one_shot_critic else None
+    tasks = args.one_shot_task or (_excluded_tasks(args.one_shot_critic) if one_shot else None)
+    result = evaluate_critic(critic, args.data, stride_s=args.stride, one_shot_critic=one_shot, one_shot_tasks=tasks,
+                             max_episodes=args.max_episodes)
+    s, f, d = result["success"], result["failure"], result["done"]
+    print(f"held-out successes ({s['episodes']}): VOC {s.get('voc', 0):.3f}  VROC {s.get('vroc', 0):.3f}  "
+          f"VOC-F1 {s.get('voc_f1', 0):.3f}  NR {s.get('negative_rate') or 0:.3f}")
+    print(f"held-out failures ({f['episodes']}): VOC {f.get('voc', 0):.3f}  VOC-F1 {f.get('voc_f1', 0):.3f}")
+    print(f"done F1 {d['f1']:.3f} on {d['frames']} frames; goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}"
+                                                                             for k, v in result["goals"].items()))
+    if "one_shot" in result:
+        o = result["one_shot"]
+        print(f"one-shot on {o['tasks']}: VOC {o['with_references']['success'].get('voc', 0):.3f} with references, "
+              f"{o['without_references']['success'].get('voc', 0):.3f} without")
+    if args.json:
+        write_json(result, args.json)
+    if args.plot:
+        plot_critic(critic, args.data, args.plot, stride_s=args.stride)
+    if args.record:
+        from robot_rl.inference.export import record_evaluation
+
+        record_evaluation(args.critic, {k: v for k, v in result.items() if k != "episodes"})
+    return 0
+
+
+def _excluded_tasks(spec: str) -> list[str]:
+    from pathlib import Path
+
+    from robot_rl.reward.export import read_critic_metadata
+    from robot_rl.reward.train import load_critic_checkpoint
+
+    config = (load_critic_checkpoint(spec)["train_config"] if Path(spec).is_file()
+              else read_critic_metadata(spec)["training"]["config"])
+    if not config.get("exclude_tasks"):
+        raise SystemExit(f"{spec} was trained on every task; pass --one-shot-task or a critic trained with --exclude-task")
+    return list(config["exclude_tasks"])
+
+
+def _export_critic(args) -> int:
+    from robot_rl.reward.export import export_critic
+
+    export_critic(args.checkpoint, args.out, data_dirs=args.data)
+    return 0
+
+
+def _critic_server(args) -> int:
+    from robot_rl.reward.base import make_critic
+    from robot_rl.reward.remote import CriticServer
+
+    critic = make_critic(args.critic, backend=args.backend)
+    server = CriticServer(critic, args.bind, max_batch=args.max_batch)
+    print(f"critic-server: {critic.describe()} on {server.address}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description="real-robot RL on ROS 2 (see README.md)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="default policy only, 20 iterations (for tests)")
     b.set_defaults(func=_bench)
 
-    p = sub.add_parser("collect", help="oracle demonstrations in the simulated world, in the episode format")
+    p = sub.add_parser("collect", help="episodes of scripted behaviours in the simulated world, in the episode format")
     p.add_argument("--out", required=True, help="dataset directory")
     p.add_argument("--task", action="append", help="task name or instruction (repeat; default: all tasks)")
     p.add_argument("--episodes", type=int, default=10, help="per task")
@@ -154,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--rate", type=float, default=10.0, help="control rate, Hz")
     p.add_argument("--keep-failures", action="store_true")
+    p.add_argument("--behaviour", default="oracle", choices=["oracle", "noisy", "random"],
+                   help="oracle demonstrations, or imperfect episodes for training a progress critic")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("train-bc", help="behaviour cloning of the VLA on episodes (resumable)")
@@ -186,6 +265,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", default="latest", choices=["latest", "ensemble"], help="how overlapping chunks merge")
     p.add_argument("--json")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("train-critic", help="the pairwise progress critic from episodes (VLAC labels; resumable)")
+    p.add_argument("--data", required=True, action="append", help="dataset directory (repeat)")
+    p.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--cameras", default="front,wrist")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--height", type=int, default=48)
+    p.add_argument("--exclude-task", action="append", help="leave a task out of training (one-shot evaluation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.set_defaults(func=_train_critic)
+
+    p = sub.add_parser("eval-critic", help="VOC, VROC, VOC-F1, NR and done F1 of a critic on held-out episodes")
+    p.add_argument("--critic", required=True, help="critic export directory, checkpoint (.pt) or tcp:// server")
+    p.add_argument("--data", required=True, action="append", help="dataset directory (repeat); held-out seeds are used")
+    p.add_argument("--json")
+    p.add_argument("--plot", help="PNG: value curves beside frames for a held-out success and failure")
+    p.add_argument("--stride", type=float, default=0.2, help="seconds between the frames of a pair")
+    p.add_argument("--one-shot-critic", help="a critic trained with --exclude-task, scored with reference frames")
+    p.add_argument("--one-shot-task", action="append", help="the left-out task (default: the critic's excluded tasks)")
+    p.add_argument("--max-episodes", type=int)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--record", action="store_true", help="write the result into the export's metadata.json")
+    p.set_defaults(func=_eval_critic)
+
+    p = sub.add_parser("export-critic", help="critic checkpoint -> critic.onnx + metadata.json, with a parity check")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="export directory, e.g. policies/sim_critic")
+    p.add_argument("--data", action="append", help="episodes for the parity check (default: the training data, else sim)")
+    p.set_defaults(func=_export_critic)
+
+    p = sub.add_parser("critic-server", help="serve a critic over ZeroMQ request/reply (one GPU scores for many robots)")
+    p.add_argument("--critic", required=True, help="critic export directory, checkpoint (.pt) or vlac:<model dir>")
+    p.add_argument("--bind", default="tcp://*:5557")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--max-batch", type=int, default=64, help="most pairs scored in one forward pass")
+    p.set_defaults(func=_critic_server)
     return parser
 
 

@@ -154,6 +154,8 @@ def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> l
             else:
                 raise LaunchError(f"{path}: launch argument '{name}' has no default and was not given (use {name}:=VALUE)")
         elif kind == "node":
+            if not _condition(body, args, where):
+                continue
             nodes.append(_parse_node(body, args, where))
             nodes[-1].env = dict(env)
         elif kind == "set_env":
@@ -170,11 +172,23 @@ def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> l
     return nodes
 
 
+def _condition(body: dict, args: dict[str, str], where: str) -> bool:
+    """A node's ``if:`` / ``unless:`` (as in ROS 2 YAML launch): true, false, 1 or 0 after substitution."""
+    keep = True
+    for key, wanted in (("if", True), ("unless", False)):
+        if key in body:
+            value = _scalar(body[key], args, f"{where}.node.{key}").strip().lower()
+            if value not in ("true", "false", "1", "0"):
+                raise LaunchError(f"{where}.node.{key}: '{value}' is not a boolean (true, false, 1, 0)")
+            keep = keep and ((value in ("true", "1")) == wanted)
+    return keep
+
+
 def _parse_node(body: dict, args: dict[str, str], where: str) -> NodeSpec:
     for key in ("pkg", "exec"):
         if not isinstance(body.get(key), str):
             raise LaunchError(f"{where}.node: missing '{key}'")
-    unknown = set(body) - {"pkg", "exec", "name", "namespace", "param", "remap", "output", "on_exit", "args"}
+    unknown = set(body) - {"pkg", "exec", "name", "namespace", "param", "remap", "output", "on_exit", "args", "if", "unless"}
     if unknown:
         raise LaunchError(f"{where}.node: unsupported keys {sorted(unknown)}")
     spec = NodeSpec(

@@ -47,3 +47,31 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny_policy"
     export_policy(str(tiny_checkpoint[0]), str(out), log=lambda *_: None)
     return out
+
+
+# A tiny progress critic trained for a few steps on oracle, noisy and random episodes at 32x24 (shared
+# by the reward tests). Seeds 0..5: seeds 0 and 5 are held out (seed % 5 == 0), the rest train; the
+# random walk (seed 0, held out) always fails.
+TINY_CRITIC = {"image_height": 24, "image_width": 32, "cnn_channels": [8, 16, 32], "image_features": 32, "hidden": 64}
+
+
+@pytest.fixture(scope="session")
+def critic_episodes(tmp_path_factory):
+    from robot_rl.data.collect import CollectConfig, collect
+
+    out = tmp_path_factory.mktemp("critic_episodes")
+    for behaviour, episodes in (("oracle", 6), ("noisy", 6), ("random", 1)):
+        collect(CollectConfig(out=str(out / behaviour), tasks=["reach_cube", "pick_cube"], episodes=episodes, image_width=32,
+                              image_height=24, behaviour=behaviour, keep_failures=True))
+    return [str(out / "oracle"), str(out / "noisy"), str(out / "random")]
+
+
+@pytest.fixture(scope="session")
+def tiny_critic(critic_episodes, tmp_path_factory, encoder):
+    from robot_rl.reward.train import CriticTrainConfig, train_critic
+
+    out = tmp_path_factory.mktemp("critic") / "tiny_critic.pt"
+    train_critic(CriticTrainConfig(data=critic_episodes, out=str(out), steps=300, batch_size=32, lr=2e-3,
+                                   checkpoint_every=100, model=dict(TINY_CRITIC)), encoder=encoder, progress=False,
+                 log=lambda *_: None)
+    return out

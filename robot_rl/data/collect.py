@@ -1,9 +1,14 @@
-"""``robot-rl collect``: demonstrations from the scripted oracle in the MuJoCo tabletop world.
+"""``robot-rl collect``: episodes from scripted behaviours in the MuJoCo tabletop world.
 
 Each episode: reset the world with a seed and task, then at every control step render the cameras,
-read the joints, ask the oracle for its next target and step the world with it, recording what was
-seen and commanded. After success the episode goes on for ``settle_steps`` more steps so that the
-demonstrations also show the arm staying at the goal. Failed episodes are dropped unless asked for.
+read the joints, ask the behaviour for its next target and step the world with it, recording what was
+seen and commanded, and the simulator's ground-truth task progress (optional array ``progress``).
+After success the episode goes on for ``settle_steps`` more steps so that the episodes also show the
+arm staying at the goal; ``meta.extra["success_step"]`` is the row where success was first seen.
+
+Behaviours: ``oracle`` (demonstrations), ``noisy`` (the oracle with noise, detours and giving up) and
+``random`` (a random walk): the last two give a progress critic regression, stagnation and failures
+to learn from (see ``robot_rl/sim/behaviours.py``). Failed episodes are dropped unless asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from robot_rl.data.episodes import EpisodeMeta, EpisodeWriter, new_episode_id
+from robot_rl.sim.behaviours import NoisyOracle, RandomWalk
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
 from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
@@ -30,22 +36,34 @@ class CollectConfig:
     control_rate_hz: float = 10.0
     settle_steps: int = 5
     keep_failures: bool = False
+    behaviour: str = "oracle"  # "oracle", "noisy" or "random"
+
+    def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(f"behaviour '{self.behaviour}' is not one of {list(BEHAVIOURS)}")
+
+
+BEHAVIOURS = ("oracle", "noisy", "random")
+# Typical oracle episode length in control steps at 10 Hz (decides when a noisy oracle gives up).
+_EXPECTED_STEPS = {"reach_cube": 12, "press_button": 14, "push_cube_to_pad": 32, "pick_cube": 18}
 
 
 def collect(config: CollectConfig, progress=None) -> dict:
-    """Write demonstrations; returns {task: {"written": n, "failed": n}}."""
+    """Write episodes; returns {task: {"written": n, "failed": n}} (failures are written only when kept)."""
     tasks = [get_task(t).name for t in config.tasks]  # UnknownTaskError names the valid tasks
     Path(config.out).mkdir(parents=True, exist_ok=True)
     world = TabletopWorld(WorldConfig(control_rate_hz=config.control_rate_hz, cameras=list(config.cameras),
                                       image_width=config.image_width, image_height=config.image_height))
     oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
+    actor = {"oracle": oracle, "noisy": NoisyOracle(oracle), "random": RandomWalk()}[config.behaviour]
     summary = {t: {"written": 0, "failed": 0} for t in tasks}
     try:
         for task in tasks:
             for i in range(config.episodes):
                 seed = config.seed + i
-                ok, path = _episode(world, oracle, task, seed, config)
-                summary[task]["written" if path else "failed"] += 1
+                ok, path = _episode(world, actor, task, seed, config)
+                summary[task]["written"] += path is not None
+                summary[task]["failed"] += not ok
                 if progress:
                     progress(task, seed, ok)
     finally:
@@ -53,24 +71,29 @@ def collect(config: CollectConfig, progress=None) -> dict:
     return summary
 
 
-def _episode(world: TabletopWorld, oracle: ScriptedOracle, task: str, seed: int, config: CollectConfig):
+def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectConfig):
     world.reset(seed, task)
-    oracle.reset(task)
+    if isinstance(actor, ScriptedOracle):
+        actor.reset(task)
+    else:
+        actor.reset(task, seed, round(_EXPECTED_STEPS.get(task, 20) * config.control_rate_hz / 10.0))
     meta = EpisodeMeta(episode_id=new_episode_id(task, seed), task=task, instruction=TASKS[task].instruction,
-                       seed=seed, success=False, source="oracle", cameras=list(config.cameras),
-                       image_height=config.image_height, image_width=config.image_width,
-                       joint_names=list(world.joint_names), control_rate_hz=config.control_rate_hz)
+                       seed=seed, success=False, source="oracle" if config.behaviour == "oracle" else "scripted",
+                       cameras=list(config.cameras), image_height=config.image_height, image_width=config.image_width,
+                       joint_names=list(world.joint_names), control_rate_hz=config.control_rate_hz,
+                       extra={"behaviour": config.behaviour})
     writer = EpisodeWriter(config.out, meta)
     steps = int(TASKS[task].max_duration_s * config.control_rate_hz)
     settle = None
     for _ in range(steps):
         q = world.joint_positions()
         images = {c: world.render(c) for c in config.cameras}
-        action = oracle.act(q, world.object_poses())[0]
-        writer.add(images, q, action, world.time)
+        action = actor.act(q, world.object_poses())[0]
+        writer.add(images, q, action, world.time, extras={"progress": world.task_progress()})
         world.step(action)
         if settle is None and world.success():
             settle = config.settle_steps
+            meta.extra["success_step"] = len(writer.rows["stamp"])  # the next row is the first done one
         elif settle is not None:
             settle -= 1
             if settle <= 0:

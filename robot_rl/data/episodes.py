@@ -12,6 +12,8 @@ One directory per episode under a dataset directory::
                         action            float32 (T, J) joint targets commanded at step t
                         intervention      bool (T,) the command came from a human (teleop)
                         stamp             float64 (T,) observation time of step t (seconds)
+                      optional per-step arrays, T rows each, e.g.
+                        progress          float32 (T,) ground-truth task progress (simulation only)
 
 An episode is written to ``<episode_id>.partial/`` and renamed into place only when complete, so a
 reader never sees half an episode and a crash leaves the partial directory for inspection.
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT_VERSION = 1
+RESERVED_ARRAYS = ("joint_positions", "action", "intervention", "stamp")
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -44,7 +47,7 @@ class EpisodeMeta:
     instruction: str
     seed: int
     success: bool
-    source: str  # "oracle", "policy", "teleop", "mixed"
+    source: str  # "oracle", "scripted", "policy", "teleop", "mixed"
     cameras: list[str]
     image_height: int
     image_width: int
@@ -64,6 +67,7 @@ class Episode:
     actions: np.ndarray
     intervention: np.ndarray
     stamps: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step arrays
 
     def __len__(self) -> int:
         return self.meta.length
@@ -77,8 +81,10 @@ class EpisodeWriter:
         self.meta = meta
         self.rows: dict[str, list] = {k: [] for k in ("joint_positions", "action", "intervention", "stamp")}
         self.frames: dict[str, list] = {c: [] for c in meta.cameras}
+        self.extras: dict[str, list] = {}
 
-    def add(self, images: dict[str, np.ndarray], joint_positions, action, stamp: float, intervention: bool = False) -> None:
+    def add(self, images: dict[str, np.ndarray], joint_positions, action, stamp: float, intervention: bool = False,
+            extras: dict[str, float | np.ndarray] | None = None) -> None:
         for cam in self.meta.cameras:
             frame = images[cam]
             if frame.shape != (self.meta.image_height, self.meta.image_width, 3) or frame.dtype != np.uint8:
@@ -94,6 +100,13 @@ class EpisodeWriter:
         self.rows["action"].append(a)
         self.rows["intervention"].append(bool(intervention))
         self.rows["stamp"].append(float(stamp))
+        for name, value in (extras or {}).items():
+            if name in RESERVED_ARRAYS or name.startswith("image_"):
+                raise EpisodeFormatError(f"episode {self.meta.episode_id}: optional array '{name}' clashes with a required one")
+            rows = self.extras.setdefault(name, [])
+            if len(rows) != len(self.rows["stamp"]) - 1:
+                raise EpisodeFormatError(f"episode {self.meta.episode_id}: optional array '{name}' must have a value at every step")
+            rows.append(np.asarray(value, np.float32))
 
     def finish(self, success: bool) -> Path:
         self.meta.success = bool(success)
@@ -110,6 +123,11 @@ class EpisodeWriter:
         arrays["action"] = np.stack(self.rows["action"]) if self.meta.length else np.zeros((0, j), np.float32)
         arrays["intervention"] = np.asarray(self.rows["intervention"], dtype=bool)
         arrays["stamp"] = np.asarray(self.rows["stamp"], dtype=np.float64)
+        for name, rows in self.extras.items():
+            if len(rows) != self.meta.length:
+                raise EpisodeFormatError(f"episode {self.meta.episode_id}: optional array '{name}' has {len(rows)} rows, "
+                                         f"the episode {self.meta.length}")
+            arrays[name] = np.stack(rows)
         with open(partial / "steps.npz", "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -163,8 +181,12 @@ def read_episode(episode_dir: str | Path) -> Episode:
             raise EpisodeFormatError(f"{path}: missing array '{key}' (has {sorted(arrays)})")
         if len(arrays[key]) != meta.length:
             raise EpisodeFormatError(f"{path}: array '{key}' has {len(arrays[key])} rows, meta.json says length {meta.length}")
+    extras = {k: v for k, v in arrays.items() if k not in expected and not k.startswith("image_")}
+    for key, value in extras.items():
+        if len(value) != meta.length:
+            raise EpisodeFormatError(f"{path}: optional array '{key}' has {len(value)} rows, meta.json says length {meta.length}")
     return Episode(meta, {c: arrays[f"image_{c}"] for c in meta.cameras}, arrays["joint_positions"],
-                   arrays["action"], arrays["intervention"], arrays["stamp"])
+                   arrays["action"], arrays["intervention"], arrays["stamp"], extras)
 
 
 def remove_partials(dataset_dir: str | Path) -> list[Path]:

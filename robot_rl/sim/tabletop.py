@@ -88,6 +88,7 @@ class TabletopWorld(World):
         self.data.ctrl[:] = home
         mujoco.mj_forward(self.model, self.data)
         self._pressed = False
+        self._start = self._progress_distances()
 
     @property
     def task(self) -> Task | None:
@@ -156,6 +157,47 @@ class TabletopWorld(World):
         if name == "pick_cube":
             near = np.linalg.norm(self.grip_position() - cube) < 0.04
             return bool(cube[2] > LIFT_HEIGHT and near)
+        raise AssertionError(name)
+
+    def _progress_distances(self) -> dict[str, float]:
+        grip, cube = self.grip_position(), self.cube_position()
+        pad = self.data.body("pad").xpos[:2]
+        cap_top = self.data.body("button_cap").xpos + np.array([0.0, 0.0, 0.006])
+        to_pad = pad - cube[:2]
+        behind = np.array([*(cube[:2] - to_pad / max(np.linalg.norm(to_pad), 1e-6) * 0.05), 0.02])
+        return {"grip_cube": float(np.linalg.norm(grip - cube)), "grip_cap": float(np.linalg.norm(grip - cap_top)),
+                "grip_behind_cube": float(np.linalg.norm(grip - behind)), "cube_pad": float(np.linalg.norm(to_pad))}
+
+    def task_progress(self) -> float | None:
+        """Ground-truth progress of the current task in [0, 1], measured from the episode's start: 0
+        where the episode began, 1 at success, milestones in between (approach, contact, lift or push).
+
+        Simulation only. It labels failed episodes when a progress critic is trained (successful ones
+        are labelled by time, as VLAC does) and reports evaluations; it never reaches a learner's reward.
+        """
+        if self._task is None:
+            return None
+        if self.success():
+            return 1.0
+        now, start = self._progress_distances(), self._start
+
+        def closer(key: float, tolerance: float) -> float:  # 0 at the start distance, 1 within tolerance
+            return float(np.clip(1.0 - (now[key] - tolerance) / max(start[key] - tolerance, 1e-6), 0.0, 1.0))
+
+        name = self._task.name
+        if name == "reach_cube":
+            return closer("grip_cube", REACH_TOLERANCE)
+        if name == "press_button":
+            travel = float(np.clip(self.button_travel() / BUTTON_TRAVEL_PRESSED, 0.0, 1.0))
+            return 0.8 * closer("grip_cap", 0.01) + 0.2 * travel
+        if name == "push_cube_to_pad":
+            return 0.3 * closer("grip_behind_cube", 0.01) + 0.7 * closer("cube_pad", PUSH_TOLERANCE)
+        if name == "pick_cube":
+            near = now["grip_cube"] < 0.04
+            opening = float(self.joint_positions()[5])
+            grasped = near and now["grip_cube"] < 0.025 and 0.006 < opening < 0.019
+            lift = float(np.clip((self.cube_position()[2] - CUBE_HALF) / (LIFT_HEIGHT - CUBE_HALF), 0.0, 1.0)) if near else 0.0
+            return 0.6 * closer("grip_cube", 0.01) + 0.1 * grasped + 0.3 * lift
         raise AssertionError(name)
 
     # -- cameras -------------------------------------------------------------------------------

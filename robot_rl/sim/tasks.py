@@ -16,15 +16,16 @@ class Task:
     name: str
     instruction: str
     max_duration_s: float  # episode time limit in simulated seconds
+    objects: tuple[str, ...] = ()  # the objects the task acts on (decides which prompts are unrelated)
 
 
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("reach_cube", "reach the red cube", 6.0),
-        Task("press_button", "press the blue button", 6.0),
-        Task("push_cube_to_pad", "push the red cube onto the green pad", 10.0),
-        Task("pick_cube", "pick up the red cube", 8.0),
+        Task("reach_cube", "reach the red cube", 6.0, ("cube",)),
+        Task("press_button", "press the blue button", 6.0, ("button",)),
+        Task("push_cube_to_pad", "push the red cube onto the green pad", 10.0, ("cube", "pad")),
+        Task("pick_cube", "pick up the red cube", 8.0, ("cube",)),
     )
 }
 
@@ -53,3 +54,23 @@ def get_task(name_or_instruction: str) -> Task:
 
 def task_names() -> list[str]:
     return list(TASKS)
+
+
+# Instructions no task of the world answers to: a progress critic learns to give them zero progress
+# (VLAC's irrelevant-prompt rejection).
+DISTRACTOR_INSTRUCTIONS = (
+    "open the top drawer",
+    "stack the blocks",
+    "wipe the table with the sponge",
+    "pour water into the cup",
+    "fold the towel",
+    "put the banana in the bowl",
+)
+
+
+def unrelated_instructions(task: str) -> list[str]:
+    """Instructions that describe no progress of ``task``: other tasks acting on none of its objects,
+    and the distractors. (Reach, push and pick all start by approaching the cube, so none of them is an
+    unrelated prompt for another: their early frames do make progress on each other.)"""
+    own = set(get_task(task).objects)
+    return [t.instruction for t in TASKS.values() if not own & set(t.objects)] + list(DISTRACTOR_INSTRUCTIONS)

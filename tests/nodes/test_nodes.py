@@ -213,7 +213,7 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
     recorder = ros(rclpy.create_node("executed_recorder"))  # not blocked while send() sleeps
     recorder.create_subscription(JointState, "/safety/command",
                              lambda m: executed.append((time.monotonic(), m.header.frame_id)), qos.COMMAND)
-    ros(SafetyNode(parameter_overrides=[Parameter("control_rate_hz", value=1.0 / period)]))
+    safety = ros(SafetyNode(parameter_overrides=[Parameter("control_rate_hz", value=1.0 / period)]))
     sending = {"on": True, "late": 0.0}
 
     def send():
@@ -227,13 +227,18 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
 
     node.create_timer(period, send)
     wait(lambda: sum(s == "policy" for _, s in executed) >= 10, 10, "policy commands")
-    start = len(executed)
+    start, rejected = len(executed), safety.filter.rejected
     time.sleep(3.0)
     window = executed[start:]
+    # A chunk the safety node rejects as too old (this process stalled for more than
+    # max_observation_age, which a loaded 2-core machine does now and then) is rightly followed by
+    # a hold; any other hold, or a doubled command, is the bug this test is about.
+    stale = safety.filter.rejected - rejected
     intervals = np.diff([t for t, _ in window])
-    assert {s for _, s in window} == {"policy"}, {s for _, s in window}
+    holds = sum(s == "hold" for _, s in window)
+    assert holds <= 2 * stale, (holds, stale)
     assert len(window) == pytest.approx(3.0 / period, rel=0.15)
-    assert np.sum(intervals < 0.5 * period) <= 1, intervals
+    assert np.sum(intervals < 0.5 * period) <= 1 + 2 * stale, intervals
     sending["on"] = False
     wait(lambda: executed[-1][1] == "hold", 2, "holding once chunks stop")
 

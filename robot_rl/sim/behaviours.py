@@ -1,0 +1,95 @@
+"""Imperfect behaviour policies for the simulated world: what a progress critic must learn to judge.
+
+A critic trained only on expert demonstrations has never seen an arm move away from the goal, stop
+half way or wander, so it cannot score them. These behaviours produce such episodes:
+
+- :class:`NoisyOracle`: the scripted oracle with joint noise, occasional detours towards a random
+  point (regression, then recovery) and, in some episodes, giving up part way (stagnation, failure).
+- :class:`RandomWalk`: smooth random joint motion from the home pose (no intent; almost always fails).
+
+Both have the oracle's interface: ``reset(task)`` then ``act(q, objects) -> (H, 6)`` joint targets.
+Randomness comes from the seed given to ``reset`` so that an episode can be reproduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_rl.sim.oracle import GRIPPER_CLOSED, GRIPPER_OPEN, ScriptedOracle
+
+
+@dataclass
+class NoiseConfig:
+    joint_noise: float = 0.03  # rad, Gaussian, on every target
+    detour_probability: float = 0.04  # per step, when not already on a detour
+    detour_steps: tuple[int, int] = (4, 12)  # how long a detour lasts
+    detour_size: float = 0.5  # rad, largest joint offset of a detour target
+    give_up_probability: float = 0.35  # per episode: stop part way and hold still
+    give_up_fraction: tuple[float, float] = (0.2, 0.8)  # of the oracle's expected duration
+
+
+class NoisyOracle:
+    def __init__(self, oracle: ScriptedOracle, config: NoiseConfig | None = None):
+        self.oracle = oracle
+        self.config = config or NoiseConfig()
+        self.rng = np.random.default_rng(0)
+        self.detour_target: np.ndarray | None = None
+        self.detour_left = 0
+        self.give_up_at: int | None = None
+        self.held: np.ndarray | None = None
+        self.steps = 0
+
+    def reset(self, task: str, seed: int = 0, expected_steps: int = 30) -> None:
+        self.oracle.reset(task)
+        self.rng = np.random.default_rng(seed + 7919)
+        self.detour_target, self.detour_left, self.held, self.steps = None, 0, None, 0
+        c = self.config
+        self.give_up_at = (int(self.rng.uniform(*c.give_up_fraction) * expected_steps)
+                           if self.rng.random() < c.give_up_probability else None)
+
+    def act(self, q: np.ndarray, objects) -> np.ndarray:
+        c = self.config
+        self.steps += 1
+        if self.give_up_at is not None and self.steps > self.give_up_at:
+            if self.held is None:
+                self.held = np.asarray(q, np.float64).copy()
+            return self.held[None].copy()
+        if self.detour_left == 0 and self.rng.random() < c.detour_probability:
+            self.detour_left = int(self.rng.integers(c.detour_steps[0], c.detour_steps[1] + 1))
+            self.detour_target = np.asarray(q, np.float64) + np.concatenate(
+                [self.rng.uniform(-c.detour_size, c.detour_size, 5), [0.0]])
+        if self.detour_left > 0:
+            self.detour_left -= 1
+            step = np.clip(self.detour_target - q, -0.08, 0.08)  # move there at a bounded joint speed
+            target = np.asarray(q, np.float64) + step
+        else:
+            target = self.oracle.act(q, objects)[0]
+        target = target + np.concatenate([self.rng.normal(0.0, c.joint_noise, 5), [0.0]])
+        return target[None]
+
+
+class RandomWalk:
+    """Joint targets that drift smoothly at random; the gripper opens and closes now and then."""
+
+    def __init__(self, step: float = 0.06, smoothing: float = 0.8):
+        self.step, self.smoothing = step, smoothing
+        self.rng = np.random.default_rng(0)
+        self.velocity = np.zeros(5)
+        self.gripper = GRIPPER_OPEN
+
+    def reset(self, task: str, seed: int = 0, expected_steps: int = 30) -> None:
+        self.rng = np.random.default_rng(seed + 104729)
+        self.velocity = np.zeros(5)
+        self.gripper = GRIPPER_OPEN
+
+    def act(self, q: np.ndarray, objects) -> np.ndarray:
+        self.velocity = self.smoothing * self.velocity + (1 - self.smoothing) * self.rng.normal(0.0, self.step * 3, 5)
+        if self.rng.random() < 0.05:
+            self.gripper = GRIPPER_CLOSED if self.gripper == GRIPPER_OPEN else GRIPPER_OPEN
+        target = np.asarray(q, np.float64).copy()
+        target[:5] += np.clip(self.velocity, -self.step, self.step)
+        target[1] = min(target[1], 1.2)  # keep the random arm off the table most of the time
+        target[5] = self.gripper
+        return target[None]

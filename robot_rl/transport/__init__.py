@@ -1,0 +1,1 @@
+"""ZeroMQ transport between robots, learner and critic server: the wire format."""

@@ -15,7 +15,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float32MultiArray, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from robot_rl.launcher import LaunchRunner, parse_launch
@@ -42,6 +42,8 @@ class Recorder:
     # age of each /joint_states message on arrival here (s): one DDS hop of a small message from the
     # sim bridge under the same load, the transport floor that benchmarks compare the pipeline with
     joint_state_ages: list[float] = field(default_factory=list)
+    # /reward/progress when a reward node runs: (wall time received, [delta, value, done_prob])
+    progress: list[tuple[float, list[float]]] = field(default_factory=list)
 
 
 class SimGraphClient:
@@ -58,7 +60,8 @@ class SimGraphClient:
         n.create_subscription(Float64MultiArray, "/robot/command", self._on_robot_command, qos.COMMAND)
         n.create_subscription(Bool, "/sim/success", self._on_success, qos.COMMAND)
         n.create_subscription(JointState, "/joint_states", self._on_joints, qos.SENSOR_SUB)
-        for topic in ("/policy/status", "/safety/status", "/sim/status"):
+        n.create_subscription(Float32MultiArray, "/reward/progress", self._on_progress, qos.EVENTS)
+        for topic in ("/policy/status", "/safety/status", "/sim/status", "/reward/status"):
             n.create_subscription(DiagnosticArray, topic, lambda m, t=topic: self._on_status(t, m), qos.STATUS)
         self.reset_client = n.create_client(Trigger, "/sim/reset")
         self.estop_pub = n.create_publisher(Bool, "/estop", qos.LATCHED)
@@ -93,6 +96,10 @@ class SimGraphClient:
             self.rec.joint_states = msg
             if len(self.rec.joint_state_ages) < 100_000:
                 self.rec.joint_state_ages.append(time.time() - to_sec(msg.header.stamp))
+
+    def _on_progress(self, msg: Float32MultiArray) -> None:
+        with self.lock:
+            self.rec.progress.append((time.time(), list(msg.data)))
 
     def _on_status(self, topic: str, msg: DiagnosticArray) -> None:
         with self.lock:

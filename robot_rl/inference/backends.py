@@ -49,16 +49,21 @@ class InferenceBackend(ABC):
         pass
 
 
+def read_metadata_json(export_dir: str | Path, what: str) -> tuple[dict, Path]:
+    """``metadata.json`` of an export directory, parsed; the error names the file and what it is not."""
+    path = Path(export_dir) / "metadata.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: not {what}")
+    try:
+        return json.loads(path.read_text()), path
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+
+
 def read_metadata(export_dir: str | Path) -> dict:
     from robot_rl.inference.export import validate_metadata
 
-    path = Path(export_dir) / "metadata.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: not an exported policy directory")
-    try:
-        metadata = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    metadata, path = read_metadata_json(export_dir, "an exported policy directory")
     validate_metadata(metadata, str(path))
     return metadata
 

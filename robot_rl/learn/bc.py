@@ -80,15 +80,20 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, required: tuple[str, ...], kind: str) -> dict:
+    """A checkpoint written by ``save_checkpoint``; names the file and the missing key otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{kind} checkpoint {path} does not exist")
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("model_config", "model", "instruction_embeddings"):
+    for key in required:
         if key not in payload:
-            raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl VLA checkpoint")
+            raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl {kind} checkpoint")
     return payload
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return read_checkpoint(path, ("model_config", "model", "instruction_embeddings"), "VLA")
 
 
 def model_from_checkpoint(payload: dict) -> VLAModel:

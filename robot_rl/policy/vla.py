@@ -61,11 +61,16 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VLAConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VLA config fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "VLA")
+
+
+def config_from_dict(cls, d: dict, what: str):
+    """A config dataclass from a dict (a checkpoint's or metadata's); unknown fields are an error."""
+    known = set(cls.__dataclass_fields__)
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {what} config fields {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
 
 
 class ConvEncoder(nn.Module):

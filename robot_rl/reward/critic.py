@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from robot_rl.policy.text import EMBEDDING_DIM
-from robot_rl.policy.vla import ConvEncoder
+from robot_rl.policy.vla import ConvEncoder, config_from_dict
 
 
 @dataclass
@@ -59,10 +59,7 @@ class CriticConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CriticConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown critic config fields {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "critic")
 
 
 class ProgressCritic(nn.Module):

@@ -26,13 +26,9 @@ PARITY_TOLERANCE = {"delta": 1e-3, "done_prob": 1e-3}
 
 
 def read_critic_metadata(export_dir: str | Path) -> dict:
-    path = Path(export_dir) / "metadata.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: not an exported critic directory (or pass a .pt checkpoint)")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    from robot_rl.inference.backends import read_metadata_json
+
+    m, path = read_metadata_json(export_dir, "an exported critic directory (or pass a .pt checkpoint)")
     if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format {m.get('format')!r} v{m.get('format_version')}, expected {FORMAT!r} v{FORMAT_VERSION}")
     for key in ("critic_config", "instructions", "instruction_embeddings", "inputs", "outputs", "onnx_file"):

@@ -22,7 +22,9 @@ every kind of episode:
   give done labels and stagnation pairs.
 
 Done. On successful episodes 0 before 0.8 T, 1 from 0.95 T on (and on the settle tail), unlabelled in
-between (NaN); on failed episodes 0 everywhere (the task was never done).
+between (NaN); on failed episodes 0 everywhere (the task was never done). Successful imperfect
+episodes with measured progress: 1 where it is 1 (the task holds at that frame), 0 below 0.8,
+unlabelled between: a noisy reach can touch the cube and drift off again.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ def done_labels(episode: Episode) -> np.ndarray:
     n = len(episode)
     if not episode.meta.success:
         return np.zeros(n, np.float32)
+    measured = episode.extras.get("progress")
+    if measured is not None and episode.meta.source not in DEMONSTRATION_SOURCES:
+        # an imperfect run can be done for a moment and then undo it (a noisy reach drifting off the
+        # cube): done where the measured progress says the task holds, 0 well before, unsure between
+        m = np.asarray(measured, np.float32)
+        return np.where(m >= 0.999, 1.0, np.where(m < DONE_BEFORE, 0.0, np.nan)).astype(np.float32)
     t_done = success_step(episode)
     t = np.arange(n)
     labels = np.full(n, np.nan, np.float32)

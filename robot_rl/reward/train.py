@@ -25,6 +25,7 @@ shifts (as in BC). Checkpoints are atomic and resumable, like BC's.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from robot_rl.data.episodes import list_episodes, read_episode, read_meta
-from robot_rl.learn.bc import random_shift, save_checkpoint
+from robot_rl.learn.bc import random_shift, read_checkpoint, save_checkpoint
 from robot_rl.policy.text import InstructionEncoder
 from robot_rl.reward.critic import CriticConfig, ProgressCritic
 from robot_rl.reward.local import resize_stack
@@ -101,11 +102,14 @@ class CriticEpisode:
 def load_critic_episodes(dirs, cameras: list[str], height: int, width: int, select=None,
                          limit: int | None = None) -> list[CriticEpisode]:
     """Read episodes (only those whose meta passes ``select``; at most ``limit``) and resize their frames."""
-    episodes = []
+    episodes, too_short = [], []
     for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
         for path in list_episodes(d):
             meta = read_meta(path)
-            if meta.length < 2 or (select and not select(meta)):
+            if select and not select(meta):
+                continue
+            if meta.length < 2:  # an empty or one-frame episode has no pair
+                too_short.append(path.name)
                 continue
             if limit is not None and len(episodes) >= limit:
                 break
@@ -117,7 +121,10 @@ def load_critic_episodes(dirs, cameras: list[str], height: int, width: int, sele
             episodes.append(CriticEpisode(meta.episode_id, meta.task, meta.instruction, meta.seed, meta.success,
                                           meta.source, frames, progress_targets(ep), done_labels(ep), success_step(ep)))
     if not episodes:
-        raise ValueError(f"no usable episodes (at least 2 rows, selected) in {dirs}")
+        short = f"; {len(too_short)} had fewer than 2 frames ({', '.join(too_short[:3])})" if too_short else ""
+        raise ValueError(f"no usable episodes (selected, at least 2 frames) in {dirs}{short}")
+    if too_short:
+        warnings.warn(f"skipped {len(too_short)} episodes with fewer than 2 frames: {', '.join(too_short[:3])}", stacklevel=2)
     return episodes
 
 
@@ -224,14 +231,7 @@ def critic_loss(model: ProgressCritic, t: dict, done_coef: float):
 
 
 def load_critic_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"critic checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("critic_config", "model", "instructions"):
-        if key not in payload:
-            raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl critic checkpoint")
-    return payload
+    return read_checkpoint(path, ("critic_config", "model", "instructions"), "critic")
 
 
 def critic_from_checkpoint(payload: dict) -> ProgressCritic:

@@ -119,3 +119,16 @@ def test_eval_critic_command_writes_json_and_png(tiny_critic, critic_episodes, t
     assert set(result["goals"]) == {"voc >= 0.9", "negative_rate <= 0.1", "voc_f1(success) - voc_f1(failure) >= 0.4",
                                     "done_f1 >= 0.95"}
     assert "VOC" in capsys.readouterr().out and (tmp_path / "e.png").is_file()
+
+
+def test_empty_and_one_frame_episodes_are_named_not_trained_on(tmp_path):
+    from robot_rl.data.episodes import EpisodeMeta, EpisodeWriter
+
+    for n, length in enumerate((0, 1)):
+        meta = EpisodeMeta(f"short{n}", "reach_cube", "reach the red cube", 1, False, "policy", ["front"], 24, 32, ["j"], 10.0)
+        writer = EpisodeWriter(tmp_path, meta)
+        for _ in range(length):
+            writer.add({"front": np.zeros((24, 32, 3), np.uint8)}, [0.0], [0.0], 0.0)
+        writer.finish(False)
+    with pytest.raises(ValueError, match=r"2 had fewer than 2 frames \(short0, short1\)"):
+        load_critic_episodes(str(tmp_path), ["front"], 24, 32)

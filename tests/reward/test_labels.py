@@ -81,3 +81,10 @@ def test_progress_reward_is_potential_shaping_plus_a_debounced_bonus():
     outs = [tracker.update(d, p) for d, p in [(0.5, 0.1), (0.6, 0.7), (0.5, 0.9)]]
     assert [o[1] for o in outs] == [False, False, True]
     assert outs[-1][0] == pytest.approx(value_curve([0.5, 0.6, 0.5])[-1])
+
+
+def test_done_of_an_imperfect_success_follows_its_measured_progress():
+    ep = episode(6, success=True, source="scripted", success_step=3, progress=[0.0, 0.5, 1.0, 1.0, 0.9, 0.3])
+    done = done_labels(ep)
+    assert done[[0, 1, 5]].tolist() == [0, 0, 0] and done[[2, 3]].tolist() == [1, 1]  # drifted off the goal again
+    assert np.isnan(done[4])

@@ -136,7 +136,8 @@ def _eval_critic(args) -> int:
     print(f"  of which demonstrations ({m['episodes']}): VOC {m.get('voc', 0):.3f}  VROC {m.get('vroc', 0):.3f}  "
           f"VOC-F1 {m.get('voc_f1', 0):.3f}  NR {m.get('negative_rate') or 0:.3f}")
     print(f"held-out failures ({f['episodes']}): VOC {f.get('voc', 0):.3f}  VOC-F1 {f.get('voc_f1', 0):.3f}")
-    print(f"done F1 {d['f1']:.3f} on {d['frames']} frames")
+    print(f"done F1 {d['f1']:.3f} on {d['frames']} frames ({result['done_demonstrations']['f1']:.3f} on demonstrations "
+          "and failures)")
     for key, title in (("goals", "goals on all successes"), ("goals_on_demonstrations", "goals on demonstrations")):
         print(f"{title}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in result[key].items()))
     if "one_shot" in result:

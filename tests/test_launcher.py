@@ -21,6 +21,14 @@ def test_sim_launch_parses_with_overrides():
     assert "--ros-args" in cmd and "__node:=policy" in cmd
 
 
+def test_node_conditions_add_the_reward_node_only_when_asked():
+    nodes = parse_launch(data_path("launch", "sim_launch.yaml"), {"reward": "true", "critic": "tcp://gpu-box:5557"})
+    assert [n.name for n in nodes] == ["sim_bridge", "policy", "safety", "reward"]
+    assert ("value", "critic:=tcp://gpu-box:5557") in nodes[3].params
+    with pytest.raises(LaunchError, match="'maybe' is not a boolean"):
+        parse_launch(data_path("launch", "sim_launch.yaml"), {"reward": "maybe"})
+
+
 @pytest.mark.parametrize("text, message", [
     ("launch: [", "not valid YAML"),
     ("nodes: []", "expected a top-level 'launch:' list"),

@@ -86,7 +86,7 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
     for e in episodes:
         if e.success:
             successes.setdefault(e.task, []).append(e)
-    per_episode, done_pred, done_true, deltas_success, deltas_demos = [], [], [], [], []
+    per_episode, done_pred, done_true, done_clean, deltas_success, deltas_demos = [], [], [], [], [], []
     for ep in episodes:
         rows = np.arange(0, len(ep), stride)
         if rows[-1] != len(ep) - 1:
@@ -111,6 +111,7 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
         known = ~np.isnan(labels)
         done_pred.append(done[known] > 0.5)
         done_true.append(labels[known] > 0.5)
+        done_clean.append(not ep.success or ep.source in DEMONSTRATION_SOURCES)
         if ep.success:
             deltas_success.append(delta)
             if ep.source in DEMONSTRATION_SOURCES:
@@ -124,13 +125,14 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
     ok = [r for r in per_episode if r["success"]]
     demos = [r for r in ok if r["source"] in DEMONSTRATION_SOURCES]
     failed = [r for r in per_episode if not r["success"]]
-    pred, true = (np.concatenate(done_pred), np.concatenate(done_true)) if done_pred else (np.zeros(0, bool),) * 2
     result = {
         "success": {**summary(ok), "negative_rate": float(np.mean(np.concatenate(deltas_success) < NEGATIVE)) if deltas_success else None},
         "demonstrations": {**summary(demos), "negative_rate": float(np.mean(np.concatenate(deltas_demos) < NEGATIVE)) if deltas_demos else None},
         "failure": summary(failed),
-        "done": {"f1": f1(pred, true), "frames": int(len(true)), "positives": int(true.sum()),
-                 "accuracy": float(np.mean(pred == true)) if len(true) else None},
+        "done": _done_summary(done_pred, done_true),
+        # done on the demonstrations and the failures, leaving out the noisy successes
+        "done_demonstrations": _done_summary([p for p, c in zip(done_pred, done_clean) if c],
+                                             [t for t, c in zip(done_true, done_clean) if c]),
         "per_task": {},
         "episodes": per_episode,
     }
@@ -143,15 +145,21 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
     return result
 
 
+def _done_summary(preds: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    pred, true = (np.concatenate(preds), np.concatenate(truths)) if preds else (np.zeros(0, bool),) * 2
+    return {"f1": f1(pred, true), "frames": int(len(true)), "positives": int(true.sum()),
+            "accuracy": float(np.mean(pred == true)) if len(true) else None}
+
+
 GOALS = {"voc": 0.9, "negative_rate": 0.1, "voc_f1_gap": 0.4, "done_f1": 0.95}
 
 
 def goals_met(result: dict, on: str = "success") -> dict:
-    s = result[on]
+    s, done = result[on], result["done" if on == "success" else "done_demonstrations"]
     return {"voc >= 0.9": s.get("voc", 0) >= GOALS["voc"],
             "negative_rate <= 0.1": s.get("negative_rate") is not None and s["negative_rate"] <= GOALS["negative_rate"],
             "voc_f1(success) - voc_f1(failure) >= 0.4": (result["voc_f1_gap"] or 0) >= GOALS["voc_f1_gap"],
-            "done_f1 >= 0.95": result["done"]["f1"] >= GOALS["done_f1"]}
+            "done_f1 >= 0.95": done["f1"] >= GOALS["done_f1"]}
 
 
 def evaluate_critic(critic: Critic, data_dirs, stride_s: float = 0.2, control_rate_hz: float = 10.0,
@@ -175,7 +183,7 @@ def evaluate_critic(critic: Critic, data_dirs, stride_s: float = 0.2, control_ra
 
 
 def _brief(r: dict) -> dict:
-    return {k: r[k] for k in ("success", "failure", "done", "voc_f1_gap")}
+    return {k: r[k] for k in ("success", "failure", "done", "done_demonstrations", "voc_f1_gap")}
 
 
 class _Unseen(Critic):

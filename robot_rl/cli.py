@@ -134,7 +134,8 @@ def _eval_critic(args) -> int:
           f"VOC-F1 {s.get('voc_f1', 0):.3f}  NR {s.get('negative_rate') or 0:.3f}")
     m = result["demonstrations"]
     print(f"  of which demonstrations ({m['episodes']}): VOC {m.get('voc', 0):.3f}  VROC {m.get('vroc', 0):.3f}  "
-          f"VOC-F1 {m.get('voc_f1', 0):.3f}  NR {m.get('negative_rate') or 0:.3f}")
+          f"VOC-F1 {m.get('voc_f1', 0):.3f}  NR {m.get('negative_rate') or 0:.3f} ({m.get('negative_rate_to_done') or 0:.3f} "
+          "up to the done frame)")
     print(f"held-out failures ({f['episodes']}): VOC {f.get('voc', 0):.3f}  VOC-F1 {f.get('voc_f1', 0):.3f}")
     print(f"done F1 {d['f1']:.3f} on {d['frames']} frames ({result['done_demonstrations']['f1']:.3f} on demonstrations "
           "and failures)")

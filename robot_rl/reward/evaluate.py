@@ -86,7 +86,7 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
     for e in episodes:
         if e.success:
             successes.setdefault(e.task, []).append(e)
-    per_episode, done_pred, done_true, done_clean, deltas_success, deltas_demos = [], [], [], [], [], []
+    per_episode, done_pred, done_true, done_clean, deltas_success, deltas_demos, deltas_demos_to_done = [], [], [], [], [], [], []
     for ep in episodes:
         rows = np.arange(0, len(ep), stride)
         if rows[-1] != len(ep) - 1:
@@ -116,6 +116,7 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
             deltas_success.append(delta)
             if ep.source in DEMONSTRATION_SOURCES:
                 deltas_demos.append(delta)
+                deltas_demos_to_done.append(delta[rows[1:] <= ep.success_step])
 
     def summary(rows: list[dict]) -> dict:
         if not rows:
@@ -127,7 +128,10 @@ def evaluate_episodes(critic: Critic, episodes: list[CriticEpisode], stride: int
     failed = [r for r in per_episode if not r["success"]]
     result = {
         "success": {**summary(ok), "negative_rate": float(np.mean(np.concatenate(deltas_success) < NEGATIVE)) if deltas_success else None},
-        "demonstrations": {**summary(demos), "negative_rate": float(np.mean(np.concatenate(deltas_demos) < NEGATIVE)) if deltas_demos else None},
+        "demonstrations": {**summary(demos), "negative_rate": float(np.mean(np.concatenate(deltas_demos) < NEGATIVE)) if deltas_demos else None,
+                           # up to the frame where the task got done (VLAC's demonstrations end there; ours
+                           # go on for a settle tail of near-identical frames labelled 0)
+                           "negative_rate_to_done": float(np.mean(np.concatenate(deltas_demos_to_done) < NEGATIVE)) if deltas_demos else None},
         "failure": summary(failed),
         "done": _done_summary(done_pred, done_true),
         # done on the demonstrations and the failures, leaving out the noisy successes

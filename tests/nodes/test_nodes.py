@@ -230,15 +230,18 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
     start, rejected = len(executed), safety.filter.rejected
     time.sleep(3.0)
     window = executed[start:]
-    # A chunk the safety node rejects as too old (this process stalled for more than
-    # max_observation_age, which a loaded 2-core machine does now and then) is rightly followed by
-    # a hold; any other hold, or a doubled command, is the bug this test is about.
+    # This 2-core machine now and then stalls the whole test process for a few hundred ms (seen in
+    # CI after the MuJoCo tests). A chunk the safety node then rejects as too old is rightly followed
+    # by a hold, and a stalled period cannot be made up; any other hold, a doubled command or a
+    # missing one outside a stall is the bug this test is about.
     stale = safety.filter.rejected - rejected
     intervals = np.diff([t for t, _ in window])
+    stalled = float(np.sum(np.clip(intervals[intervals > 1.5 * period] - period, 0.0, None)))
     holds = sum(s == "hold" for _, s in window)
     assert holds <= 2 * stale, (holds, stale)
-    assert len(window) == pytest.approx(3.0 / period, rel=0.15)
-    assert np.sum(intervals < 0.5 * period) <= 1 + 2 * stale, intervals
+    assert len(window) <= 3.0 / period * 1.15, "more commands than control periods: doubled commands"
+    assert len(window) >= (3.0 - stalled) / period * 0.85, (len(window), stalled)
+    assert np.sum(intervals < 0.5 * period) <= 1 + 2 * stale + np.sum(intervals > 1.5 * period), intervals
     sending["on"] = False
     wait(lambda: executed[-1][1] == "hold", 2, "holding once chunks stop")
 
@@ -255,9 +258,10 @@ def test_queue_schedule_publishes_every_period_from_a_worker_thread(ros):
     ros(SafetyNode(parameter_overrides=[Parameter("control_rate_hz", value=20.0)]))
     robot.instruction.publish(String(data="reach the red cube"))
     wait(lambda: sum(m.header.frame_id == "policy" for m in robot.executed) >= 10, 15, "policy commands via the queue")
-    time.sleep(1.0)
+    inferences, published = policy.runner.inferences, len(chunks)
+    time.sleep(2.0)
     # chunks go out every control period, inference only when the queue is low (about every 5 periods)
-    assert policy.runner.inferences < 0.5 * len(chunks)
+    assert policy.runner.inferences - inferences < 0.5 * (len(chunks) - published)
     assert all(len(c.points) >= 1 for c in chunks)
     with pytest.raises(ValueError, match="unknown chunk merging 'blend'"):
         PolicyNode(parameter_overrides=[Parameter("policy", value="random"), Parameter("schedule", value="queue"),

@@ -85,7 +85,8 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...], kind: str) -> d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{kind} checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint holds tensors, dicts, lists and numbers, nothing a file may execute
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     for key in required:
         if key not in payload:
             raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl {kind} checkpoint")

@@ -53,7 +53,7 @@ def test_training_resumes_from_its_checkpoint(critic_episodes, tmp_path, encoder
     config.steps = 6
     train_critic(config, resume=True, encoder=encoder, progress=False, log=logs.append)
     assert any("resuming" in line and "step 4" in line for line in logs)
-    assert torch.load(config.out, weights_only=False)["step"] == 6
+    assert torch.load(config.out, weights_only=True)["step"] == 6
 
 
 def test_evaluation_reports_every_metric_and_plots(tiny_critic, critic_episodes, tmp_path):

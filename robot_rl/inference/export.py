@@ -199,13 +199,19 @@ def export_model(model, out_dir: str, embeddings: dict[str, np.ndarray], data_di
                 (out / name).unlink(missing_ok=True)
             for engine in out.glob("*.engine"):
                 engine.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        for f in staging.iterdir():
-            f.chmod(0o644)
-            shutil.move(str(f), out / f.name)
+        publish_staged(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metadata
+
+
+def publish_staged(staging: Path, out_dir: str | Path) -> None:
+    """Move the files of a checked export from its staging directory into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in staging.iterdir():
+        f.chmod(0o644)
+        shutil.move(str(f), out / f.name)
 
 
 def record_evaluation(out_dir: str, evaluation: dict) -> None:

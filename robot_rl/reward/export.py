@@ -97,6 +97,7 @@ def export_critic(checkpoint: str, out_dir: str, data_dirs=None, evaluation: dic
     from safetensors.torch import save_file
 
     from robot_rl.inference.backends import OnnxRuntimeBackend
+    from robot_rl.inference.export import publish_staged
     from robot_rl.policy.text import InstructionEncoder
     from robot_rl.policy.vla import parameter_count
     from robot_rl.reward.critic import CRITIC_OUTPUT_NAMES, CriticExportWrapper
@@ -160,11 +161,7 @@ def export_critic(checkpoint: str, out_dir: str, data_dirs=None, evaluation: dic
         if failed:
             raise RuntimeError(f"critic ONNX differs from PyTorch beyond tolerance: {failed}; nothing written to {out_dir}")
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in staging.iterdir():
-            f.chmod(0o644)
-            shutil.move(str(f), out / f.name)
+        publish_staged(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"exported critic {checkpoint} -> {out_dir} (parity max |diff| delta {worst['delta']:.1e}, "

@@ -255,9 +255,10 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
 
 def test_queue_schedule_publishes_every_period_from_a_worker_thread(ros):
     robot = FakeRobot(ros)
-    chunks = []
+    chunks, received = [], []
     listener = ros(rclpy.create_node("queue_listener"))
-    listener.create_subscription(JointTrajectory, "/policy/trajectory", chunks.append, qos.COMMAND)
+    listener.create_subscription(JointTrajectory, "/policy/trajectory",
+                                 lambda m: (chunks.append(m), received.append(time.monotonic())), qos.COMMAND)
     policy = ros(PolicyNode(parameter_overrides=[
         Parameter("policy", value="random"), Parameter("cameras", value=["front"]), Parameter("control_rate_hz", value=20.0),
         Parameter("chunk_length", value=8), Parameter("schedule", value="queue"), Parameter("queue_threshold", value=3),
@@ -266,8 +267,13 @@ def test_queue_schedule_publishes_every_period_from_a_worker_thread(ros):
     robot.instruction.publish(String(data="reach the red cube"))
     wait(lambda: sum(m.header.frame_id == "policy" for m in robot.executed) >= 10, 15, "policy commands via the queue")
     time.sleep(1.0)
-    # chunks go out every control period, inference only when the queue is low (about every 5 periods)
-    assert policy.runner.inferences < 0.5 * len(chunks)
+    # Chunks go out every control period, inference only when the queue is low: about every 5 periods
+    # with 8-step chunks and a threshold of 3 (tests/policy/test_runner.py checks the rule exactly). A
+    # whole-process stall of this 2-core machine drains the queue and costs at most one extra inference
+    # each, so stalls are counted from the chunk stream rather than assumed away; an inference every
+    # period, the bug this catches, still fails.
+    stalls = int(np.sum(np.diff(received) > 1.5 * 0.05))
+    assert policy.runner.inferences <= len(chunks) / 4 + 2 * stalls + 2, (policy.runner.inferences, len(chunks), stalls)
     assert all(len(c.points) >= 1 for c in chunks)
     with pytest.raises(ValueError, match="unknown chunk merging 'blend'"):
         PolicyNode(parameter_overrides=[Parameter("policy", value="random"), Parameter("schedule", value="queue"),

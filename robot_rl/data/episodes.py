@@ -111,30 +111,69 @@ class EpisodeWriter:
     def finish(self, success: bool) -> Path:
         self.meta.success = bool(success)
         self.meta.length = len(self.rows["stamp"])
-        final = self.dir / self.meta.episode_id
-        partial = self.dir / (self.meta.episode_id + PARTIAL_SUFFIX)
-        if final.exists():
-            raise FileExistsError(f"episode {final} already exists")
-        partial.mkdir(parents=True, exist_ok=False)
+        return _write(self.dir, self.meta, self.arrays())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The steps so far as the arrays of ``steps.npz``."""
+        t, j = len(self.rows["stamp"]), len(self.meta.joint_names)
         arrays = {f"image_{c}": np.stack(f) if f else np.zeros((0, self.meta.image_height, self.meta.image_width, 3), np.uint8)
                   for c, f in self.frames.items()}
-        j = len(self.meta.joint_names)
-        arrays["joint_positions"] = np.stack(self.rows["joint_positions"]) if self.meta.length else np.zeros((0, j), np.float32)
-        arrays["action"] = np.stack(self.rows["action"]) if self.meta.length else np.zeros((0, j), np.float32)
+        arrays["joint_positions"] = np.stack(self.rows["joint_positions"]) if t else np.zeros((0, j), np.float32)
+        arrays["action"] = np.stack(self.rows["action"]) if t else np.zeros((0, j), np.float32)
         arrays["intervention"] = np.asarray(self.rows["intervention"], dtype=bool)
         arrays["stamp"] = np.asarray(self.rows["stamp"], dtype=np.float64)
         for name, rows in self.extras.items():
-            if len(rows) != self.meta.length:
+            if len(rows) != t:
                 raise EpisodeFormatError(f"episode {self.meta.episode_id}: optional array '{name}' has {len(rows)} rows, "
-                                         f"the episode {self.meta.length}")
+                                         f"the episode {t}")
             arrays[name] = np.stack(rows)
+        return arrays
+
+    def episode(self, success: bool) -> Episode:
+        """The finished episode in memory (what :meth:`finish` would write)."""
+        self.meta.success = bool(success)
+        self.meta.length = len(self.rows["stamp"])
+        return episode_from_arrays(self.meta, self.arrays())
+
+
+def episode_from_arrays(meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> Episode:
+    reserved = {f"image_{c}" for c in meta.cameras} | set(RESERVED_ARRAYS)
+    return Episode(meta, {c: arrays[f"image_{c}"] for c in meta.cameras}, arrays["joint_positions"], arrays["action"],
+                   arrays["intervention"], arrays["stamp"], {k: v for k, v in arrays.items() if k not in reserved})
+
+
+def episode_arrays(episode: Episode) -> dict[str, np.ndarray]:
+    arrays = {f"image_{c}": episode.images[c] for c in episode.meta.cameras}
+    arrays.update(joint_positions=episode.joint_positions, action=episode.actions, intervention=episode.intervention,
+                  stamp=episode.stamps)
+    arrays.update(episode.extras)
+    return arrays
+
+
+def write_episode(dataset_dir: str | Path, episode: Episode) -> Path:
+    """Write a whole episode atomically (``<id>.partial/`` then rename); FileExistsError if it is there."""
+    return _write(Path(dataset_dir), episode.meta, episode_arrays(episode))
+
+
+def _write(dataset_dir: Path, meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> Path:
+    final = dataset_dir / meta.episode_id
+    partial = dataset_dir / (meta.episode_id + PARTIAL_SUFFIX)
+    if final.exists():
+        raise FileExistsError(f"episode {final} already exists")
+    if partial.exists():  # left by a crash or a full disk: this write replaces it
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
         with open(partial / "steps.npz", "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        (partial / "meta.json").write_text(json.dumps(asdict(self.meta), indent=2))
+        (partial / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
         os.replace(partial, final)
-        return final
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)  # a full disk must not keep half an episode's bytes
+        raise
+    return final
 
 
 def new_episode_id(task: str, seed: int) -> str:

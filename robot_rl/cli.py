@@ -1,5 +1,5 @@
 """The ``robot-rl`` command: launch, demo, bench, collect, train-bc, export, evaluate, and the progress
-critic: train-critic, eval-critic, export-critic, critic-server."""
+critic: train-critic, eval-critic, export-critic, critic-server; the learner loop: keygen, learner."""
 
 from __future__ import annotations
 
@@ -312,7 +312,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto")
     p.add_argument("--max-batch", type=int, default=64, help="most pairs scored in one forward pass")
     p.set_defaults(func=_critic_server)
+
+    p = sub.add_parser("keygen", help="a CurveZMQ key pair for the learner or a robot (<name>.key, <name>.key_secret)")
+    p.add_argument("--name", required=True, help="learner, robot1, ...")
+    p.add_argument("--dir", default="keys")
+    p.add_argument("--force", action="store_true", help="replace an existing key pair")
+    p.set_defaults(func=_keygen)
+
+    p = sub.add_parser("learner", help="the asynchronous PPO learner: episodes in over ZeroMQ, weights out (no ROS)")
+    p.add_argument("--config", default="config/learner.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a top-level setting, e.g. run_dir=runs/x")
+    p.add_argument("--updates", type=int, default=None, help="stop after this many updates (default: run until stopped)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_learner)
     return parser
+
+
+def _keygen(args) -> int:
+    from robot_rl.transport.security import generate_keypair
+
+    try:
+        public, secret = generate_keypair(args.dir, args.name, force=args.force)
+    except (FileExistsError, ValueError) as exc:
+        print(f"robot-rl keygen: {exc}", file=sys.stderr)
+        return 2
+    print(f"public key {public} (give it to the other side: robots get the learner's, the learner's allow-list "
+          f"directory gets each robot's)\nsecret key {secret} (mode 0600; never copy it off this machine)")
+    return 0
+
+
+def _learner(args) -> int:
+    import logging
+    import signal
+
+    from robot_rl.learn.learner import Learner, LearnerConfig
+    from robot_rl.transport.security import KeyFileError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = LearnerConfig.from_yaml(args.config)
+        for item in args.set or []:
+            key, _, value = item.partition("=")
+            if key not in config.__dataclass_fields__ or key in ("ppo", "reward", "hil"):
+                raise ValueError(f"--set {item}: '{key}' is not a top-level learner setting")
+            setattr(config, key, type(getattr(config, key))(value) if not isinstance(getattr(config, key), bool)
+                    else value.lower() in ("1", "true", "yes"))
+        learner = Learner(config, log_fn=logging.getLogger("robot_rl.learner").info)
+    except (ValueError, FileNotFoundError, KeyFileError) as exc:
+        print(f"robot-rl learner: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: learner.stop())
+    try:
+        learner.serve(max_updates=args.updates, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        learner.stop()
+    except KeyFileError as exc:
+        print(f"robot-rl learner: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

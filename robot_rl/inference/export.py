@@ -138,7 +138,7 @@ def export_model(model, out_dir: str, embeddings: dict[str, np.ndarray], data_di
     from safetensors.torch import save_file
 
     from robot_rl.inference.backends import OnnxRuntimeBackend, TorchBackend
-    from robot_rl.policy.vla import OUTPUT_NAMES, ExportWrapper, parameter_count
+    from robot_rl.policy.vla import ExportWrapper, parameter_count
 
     model = model.eval()
     c = model.config
@@ -164,12 +164,7 @@ def export_model(model, out_dir: str, embeddings: dict[str, np.ndarray], data_di
         sample = observation_samples(model, data_dir)
         text = next(iter(embeddings.values())) if embeddings else np.zeros(EMBEDDING_DIM, np.float32)
         sample["instruction"] = np.stack([text] * len(sample["joint_positions"])).astype(np.float32)
-        example = tuple(torch.from_numpy(sample[n][:1]) for n in wrapper.input_names())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter (deprecated, but what TensorRT parses best)
-            torch.onnx.export(wrapper, example, str(staging / "policy.onnx"), input_names=wrapper.input_names(),
-                              output_names=OUTPUT_NAMES, opset_version=opset, dynamo=False,
-                              dynamic_axes={n: {0: "batch"} for n in wrapper.input_names() + OUTPUT_NAMES})
+        onnx_export(model, staging / "policy.onnx", {n: sample[n][:1] for n in wrapper.input_names()}, opset)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(staging / "weights.safetensors"))
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
 
@@ -203,6 +198,21 @@ def export_model(model, out_dir: str, embeddings: dict[str, np.ndarray], data_di
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metadata
+
+
+def onnx_export(model, path: str | Path, example: dict[str, np.ndarray], opset: int = 17) -> None:
+    """The VLA as ONNX with a dynamic batch axis (TorchScript exporter: what TensorRT parses best)."""
+    import torch
+
+    from robot_rl.policy.vla import OUTPUT_NAMES, ExportWrapper
+
+    wrapper = ExportWrapper(model.eval()).eval()
+    inputs = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in wrapper.input_names())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated
+        torch.onnx.export(wrapper, inputs, str(path), input_names=wrapper.input_names(), output_names=OUTPUT_NAMES,
+                          opset_version=opset, dynamo=False,
+                          dynamic_axes={n: {0: "batch"} for n in wrapper.input_names() + OUTPUT_NAMES})
 
 
 def publish_staged(staging: Path, out_dir: str | Path) -> None:

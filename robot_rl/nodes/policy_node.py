@@ -50,6 +50,11 @@ DEFAULTS = {
     "queue_threshold": 2,
     "chunk_merge": "latest",  # queue: latest | ensemble (ACT temporal ensembling)
     "ensemble_decay": 0.01,
+    # reinforcement learning: sample chunks from the policy's Gaussian, and take the learner's weights
+    "explore": False,
+    "weights_address": "",  # tcp://learner:5556 (empty: no weights from a learner)
+    "robot_secret_key": "",  # this robot's keys/<robot>.key_secret (robot-rl keygen)
+    "learner_public_key": "",  # the learner's keys/learner.key
 }
 
 
@@ -63,7 +68,8 @@ class PolicyNode(Node):
                               control_period=1.0 / float(p["control_rate_hz"]), seed=int(p["seed"]),
                               joint_names=limits.joint_names, lower=limits.lower.tolist(), upper=limits.upper.tolist(),
                               options={"path": p["policy_path"] or str(data_path("policies", "sim_default")),
-                                       "backend": p["backend"], "resize": bool(p["resize_images"])})
+                                       "backend": p["backend"], "resize": bool(p["resize_images"]),
+                                       "explore": bool(p["explore"]), "explore_seed": int(p["seed"])})
         self.policy = make_policy(config)
         self.cameras = list(p["cameras"])
         if not self.cameras:
@@ -103,9 +109,29 @@ class PolicyNode(Node):
             self.create_timer(config.control_period, self.on_control)
         elif p["schedule"] != "every_frame":
             raise ValueError(f"policy_node parameter 'schedule' = '{p['schedule']}': expected 'every_frame' or 'queue'")
+        self.weights = None
+        if p["weights_address"]:
+            self.weights = self._listen_for_weights(p)
         if p["instruction"]:
             self.on_instruction(String(data=p["instruction"]))
         self.get_logger().info(f"policy '{self.policy.name}' on cameras {self.cameras}, chunk {config.chunk_length}")
+
+    def _listen_for_weights(self, p):
+        """Weights from the learner over CurveZMQ, swapped in by the policy between ticks."""
+        from robot_rl.transport.links import WeightsListener
+        from robot_rl.transport.security import ClientKeys
+
+        if not hasattr(self.policy, "load_weights"):
+            raise ValueError(f"policy_node: policy '{self.policy.name}' cannot take learner weights (use policy 'vla')")
+        if not (p["robot_secret_key"] and p["learner_public_key"]):
+            raise ValueError("policy_node: weights_address needs robot_secret_key and learner_public_key (robot-rl keygen)")
+        keys = ClientKeys(p["robot_secret_key"], p["learner_public_key"])
+
+        def swap(version: int, config: dict, blob: bytes) -> None:
+            self.policy.load_weights(version, config, blob)
+            self.get_logger().info(f"now running learner weights v{version}")
+
+        return WeightsListener(p["weights_address"], keys, swap)
 
     def on_instruction(self, msg: String) -> None:
         try:
@@ -190,6 +216,8 @@ class PolicyNode(Node):
     def close(self) -> None:
         if self.runner:
             self.runner.close()
+        if self.weights:
+            self.weights.close()
 
     def publish_status(self) -> None:
         times = list(self.published_at.samples)
@@ -199,6 +227,9 @@ class PolicyNode(Node):
         values = {
             "policy": self.policy.name,
             "model_version": self.policy.version,
+            "policy_version": int(getattr(self.policy, "version_number", 0)),
+            **({"weights_received": self.weights.received, "weights_errors": self.weights.errors,
+                "last_weights_error": self.weights.last_error} if self.weights else {}),
             "instruction": self.instruction or "",
             "inference_ms_p50": round(inference.percentile(50), 3),
             "inference_ms_p99": round(inference.percentile(99), 3),

@@ -8,6 +8,13 @@ export's table of trained instructions when it is there, else by the sentence en
 checks the observation against the export contract (cameras, image size, joints) and the outputs
 (finite, within the joint limits' neighbourhood); any violation is a ValueError, so the node skips
 the frame and the safety layer holds.
+
+For reinforcement learning: ``explore`` (default False) samples each chunk from the policy's Gaussian
+(the mean plus ``exp(action_log_std) * action_std`` noise; ``explore_seed`` seeds it) instead of taking
+the mean, and :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
+safetensors state dict of the same architecture): the new backend is built first, then replaces the
+old one in a single assignment, so a control tick never waits for it and never sees half of it.
+``version_number`` is the learner version in use (0: the export's own weights).
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ class VLAPolicy(Policy):
         self.encoder = InstructionEncoder({k: np.asarray(v, np.float32) for k, v in m.get("instruction_embeddings", {}).items()})
         self.instruction_vec: np.ndarray | None = None
         self.resize = bool(config.options.get("resize", False))
+        self.backend_kind = config.options.get("backend", "auto")
+        self.path = path
+        self.version_number = 0
+        self.explore = bool(config.options.get("explore", False))
+        self.noise = np.random.default_rng(config.options.get("explore_seed"))
+        self.action_std = np.asarray(m.get("normalisation", {}).get("action_std", 1.0), np.float64)
         self.lower = self.upper = None
         if config.joint_names:
             if set(config.joint_names) != set(self.joint_names):
@@ -90,8 +103,29 @@ class VLAPolicy(Policy):
             if bad.any():
                 names = [n for n, b in zip(self.joint_names, bad) if b]
                 raise ValueError(f"policy output for joints {names} is more than {OUT_OF_RANGE_MARGIN} outside the joint limits")
+        if self.explore:
+            std = np.exp(np.asarray(out["action_log_std"][0], np.float64)) * self.action_std
+            actions = actions + std * self.noise.standard_normal(actions.shape)
         self.last_value = float(out["value"][0])
         return ActionChunk(observation.stamp, self.period, list(self.joint_names), actions)
+
+    def load_weights(self, version: int, model_config: dict, safetensors_bytes: bytes, workdir: str | None = None) -> None:
+        """Swap in published weights (see the module docstring); ValueError when they do not fit."""
+        from robot_rl.inference.weights import backend_from_weights
+        from robot_rl.transport.messages import architecture_fingerprint
+
+        ours = self.metadata.get("model_config")
+        if ours is None or architecture_fingerprint(model_config) != architecture_fingerprint(ours):
+            raise ValueError(f"weights v{version} are for another architecture than the running policy {self.path} "
+                             "(different cameras, image size, joints, chunk length or layer sizes): not loaded")
+        backend = backend_from_weights(self.backend_kind, self.metadata, model_config, safetensors_bytes, version, workdir)
+        retired, self.backend = self.backend, backend
+        self.version_number = int(version)
+        self.version = f"{self.metadata.get('model_version', 'export')}+learner-v{version}"
+        # a tick may still be running on the old backend: it is closed at the next swap, not now
+        if getattr(self, "_retired", None) is not None:
+            self._retired.close()
+        self._retired = retired
 
     def close(self) -> None:
         self.backend.close()

@@ -1,0 +1,141 @@
+"""The learner's buffers: the demonstration buffer and the store of recent policy versions.
+
+:class:`DemoBuffer` holds (observation, demonstrated chunk) samples for the demo-replay NLL term:
+preloaded from collected demonstrations, and fed during RL with the steps a human commanded
+(human-guided exploration: those steps never enter the PPO ratio). A ring buffer of fixed capacity
+(oldest human steps leave first; the preloaded demonstrations can be pinned so they never leave).
+
+:class:`VersionStore` keeps the state dicts of the last ``keep`` published versions, so that the
+behaviour log-probabilities of an episode are recomputed with the weights that actually acted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_rl.data.episodes import Episode
+
+
+class DemoBuffer:
+    def __init__(self, cameras: list[str], image_shape: tuple[int, int], joints: int, horizon: int, capacity: int = 5000):
+        h, w = image_shape
+        self.cameras, self.horizon, self.capacity = list(cameras), horizon, capacity
+        self.images = {c: np.zeros((capacity, h, w, 3), np.uint8) for c in cameras}
+        self.joints = np.zeros((capacity, joints), np.float32)
+        self.actions = np.zeros((capacity, horizon, joints), np.float32)
+        self.mask = np.zeros((capacity, horizon), bool)
+        self.instructions: list[str] = [""] * capacity
+        self.size = 0
+        self.pinned = 0  # the first `pinned` rows (preloaded demonstrations) are never overwritten
+        self.cursor = 0
+        self.added_human = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_episode(self, episode: Episode, steps: np.ndarray | None = None, pin: bool = False) -> int:
+        """Add the samples of ``steps`` (default: every step) of a demonstration or an intervention.
+
+        A sample is the observation of step t and the commands of steps t .. t+H-1 that belong to the
+        same demonstration (for an intervention: the steps the human kept control)."""
+        t_all = len(episode)
+        is_demo = np.ones(t_all, bool) if steps is None else np.zeros(t_all, bool)
+        if steps is not None:
+            is_demo[steps] = True
+        added = 0
+        for t in np.nonzero(is_demo)[0]:
+            if not pin and self.pinned >= self.capacity:
+                break
+            row = self._next_row(pin)
+            if row is None:
+                break
+            for c in self.cameras:
+                self.images[c][row] = episode.images[c][t]
+            self.joints[row] = episode.joint_positions[t]
+            idx = np.arange(t, t + self.horizon)
+            valid = idx < t_all
+            valid[valid] &= is_demo[idx[valid]]
+            valid &= np.cumsum(~valid) == 0  # only the run of demonstrated steps from t on
+            clipped = np.minimum(idx, t_all - 1)
+            self.actions[row] = np.where(valid[:, None], episode.actions[clipped], 0.0)
+            self.mask[row] = valid
+            self.instructions[row] = episode.meta.instruction
+            added += 1
+        if pin:
+            self.pinned = self.size
+        else:
+            self.added_human += added
+        return added
+
+    def _next_row(self, pin: bool) -> int | None:
+        if self.size < self.capacity:
+            row = self.size
+            self.size += 1
+            return row
+        if pin:
+            return None  # full of pinned demonstrations
+        span = self.capacity - self.pinned
+        row = self.pinned + self.cursor % span
+        self.cursor += 1
+        return row
+
+    def sample(self, n: int, rng: np.random.Generator, embed) -> tuple:
+        rows = rng.integers(0, self.size, size=min(n, self.size))
+        images = {c: torch.from_numpy(v[rows]) for c, v in self.images.items()}
+        text = torch.from_numpy(np.stack([embed(self.instructions[i]) for i in rows]))
+        return (images, torch.from_numpy(self.joints[rows]), text, torch.from_numpy(self.actions[rows]),
+                torch.from_numpy(self.mask[rows].astype(np.float32)))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        n = self.size
+        np.savez(tmp, **{f"image_{c}": v[:n] for c, v in self.images.items()}, joints=self.joints[:n],
+                 actions=self.actions[:n], mask=self.mask[:n], instructions=np.asarray(self.instructions[:n]),
+                 counters=np.asarray([self.pinned, self.cursor, self.added_human]))
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        with np.load(path) as z:
+            n = len(z["joints"])
+            if n > self.capacity:
+                raise ValueError(f"{path}: {n} demo samples, the buffer holds {self.capacity} (raise demo_capacity)")
+            for c in self.cameras:
+                self.images[c][:n] = z[f"image_{c}"]
+            self.joints[:n], self.actions[:n], self.mask[:n] = z["joints"], z["actions"], z["mask"]
+            self.instructions[:n] = [str(s) for s in z["instructions"]]
+            self.pinned, self.cursor, self.added_human = (int(x) for x in z["counters"])
+            self.size = n
+
+
+class VersionStore:
+    """version -> state dict (CPU tensors) of the last ``keep`` versions."""
+
+    def __init__(self, keep: int):
+        self.keep = max(1, keep)
+        self.states: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
+
+    def add(self, version: int, state: dict[str, torch.Tensor]) -> None:
+        self.states[version] = {k: v.detach().clone().cpu() for k, v in state.items()}
+        while len(self.states) > self.keep:
+            self.states.popitem(last=False)
+
+    def __contains__(self, version: int) -> bool:
+        return version in self.states
+
+    def get(self, version: int) -> dict[str, torch.Tensor]:
+        return self.states[version]
+
+    def to_dict(self) -> dict:
+        return {"keep": self.keep, "states": {int(k): v for k, v in self.states.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VersionStore":
+        store = cls(int(d["keep"]))
+        for k, v in d["states"].items():
+            store.states[int(k)] = v
+        return store

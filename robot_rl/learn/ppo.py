@@ -1,0 +1,249 @@
+"""PPO on action chunks, with demonstration replay: the learning maths of the learner, top to bottom.
+
+1. What one decision is
+   The policy acts in chunks: from the observation of step d it proposes H joint targets, of which
+   the robot executes some (the safety layer drops points whose time passed; a newer chunk takes
+   over). A *decision* is one chunk as executed: the observation it was computed from (``obs_step``),
+   the executed targets at chunk positions ``chunk_step`` (a mask over the H positions), the version
+   of the weights that produced it, and the rewards of the control steps until the next decision.
+   The episode format carries all of it per step (``docs/episode-format.md``: ``policy_version``,
+   ``obs_step``, ``chunk_step``, ``reward``); steps a human commanded (``intervention``) and holds
+   are not decisions.
+
+2. Log-probabilities, recomputed
+   The policy is a diagonal Gaussian over the normalised chunk, so the log-probability of a decision
+   is the sum over its executed positions of the per-position log densities. The behaviour
+   log-probability is recomputed here from the stored weights of the version that acted, never
+   taken from the robot: VLAC found that an inference engine's numbers differ enough from the
+   trainer's to break the ratio's clipping. Recomputed, a decision of the current version has a ratio
+   of exactly 1 before the first gradient step.
+
+3. Staleness
+   A decision acted by version v is used while ``current - v <= max_staleness``; its ratio is then
+   taken against v's own distribution, so clipping bounds how far an older behaviour can pull (as in
+   asynchronous PPO). Older episodes are dropped whole and counted (``dropped_stale``).
+
+4. Advantages
+   GAE over the decisions of an episode, with each decision's reward the discounted sum of its
+   control steps and its discount gamma ** (steps until the next decision). The critic's done ends the
+   episode (terminal, no bootstrap); an episode cut by the time limit bootstraps from the value of
+   its last observation.
+
+5. The loss
+   clipped surrogate + value_coef * value MSE - entropy_coef * entropy
+   + demo_coef * NLL of demonstration chunks (the demo buffer: preloaded demonstrations and the
+   steps a human commanded during RL, which never enter the PPO ratio).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robot_rl.data.episodes import Episode
+from robot_rl.policy.vla import VLAModel
+
+NOT_POLICY = -1  # policy_version / obs_step / chunk_step of a step no policy chunk produced
+
+
+@dataclass
+class PPOConfig:
+    gamma: float = 0.99  # per control step
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 4
+    minibatch_size: int = 64
+    lr: float = 3e-5
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    target_kl: float = 0.05  # stop the epochs of an update early when the approximate KL passes this
+    max_staleness: int = 2  # versions; older episodes are dropped
+    demo_coef: float = 0.1  # weight of the demonstration NLL term (0: no demo replay)
+    demo_batch_size: int = 32
+    normalise_advantages: bool = True
+
+
+@dataclass
+class Decisions:
+    """Rows of decisions (chunks as executed), ready for the loss."""
+
+    images: dict[str, np.ndarray]  # camera -> uint8 (N, H, W, 3): the observation the chunk came from
+    joints: np.ndarray  # (N, J)
+    instructions: list[str]  # (N,)
+    actions: np.ndarray  # (N, H, J) executed absolute targets at their chunk positions (0 elsewhere)
+    mask: np.ndarray  # (N, H) bool: the chunk positions that were executed
+    version: np.ndarray  # (N,) int, the weights that acted
+    rewards: np.ndarray  # (N,) discounted reward of the decision's control steps
+    discounts: np.ndarray  # (N,) gamma ** steps to the next decision
+    terminal: np.ndarray  # (N,) bool: the episode ended (critic's done) after this decision
+    episode: np.ndarray  # (N,) int, index of the episode in the batch
+    last_obs: dict[int, int]  # episode index -> its last step, for the bootstrap value (cut episodes only)
+    episodes: list[Episode] = field(default_factory=list)  # the episodes the rows index
+
+    def __len__(self) -> int:
+        return len(self.version)
+
+
+def step_arrays(episode: Episode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(policy_version, obs_step, chunk_step) per step as ints; an episode without them (a
+    demonstration) has no decisions."""
+    t = len(episode)
+    get = lambda k: np.rint(episode.extras[k]).astype(np.int64) if k in episode.extras else np.full(t, NOT_POLICY)
+    return get("policy_version"), get("obs_step"), get("chunk_step")
+
+
+def episode_decisions(episode: Episode, rewards: np.ndarray, horizon: int, gamma: float,
+                      end: int | None = None) -> list[dict]:
+    """The decisions of one episode up to step ``end`` (exclusive; the critic's done), as dicts."""
+    version, obs, chunk = step_arrays(episode)
+    end = len(episode) if end is None else end
+    decisions: list[dict] = []
+    current = None
+    for t in range(end):
+        is_policy = version[t] >= 0 and 0 <= obs[t] <= t and 0 <= chunk[t] < horizon and not episode.intervention[t]
+        if is_policy and (current is None or current["closed"] or current["obs"] != obs[t] or current["version"] != version[t]):
+            current = {"obs": int(obs[t]), "version": int(version[t]), "first": t, "closed": False,
+                       "actions": np.zeros((horizon, episode.actions.shape[1]), np.float32),
+                       "mask": np.zeros(horizon, bool), "reward": 0.0}
+            decisions.append(current)
+        if current is None:
+            continue  # steps before the policy first acted: nothing to credit
+        if is_policy:
+            current["actions"][chunk[t]] = episode.actions[t]
+            current["mask"][chunk[t]] = True
+        else:
+            current["closed"] = True  # a human step or a hold ends the chunk; its reward still counts
+        current["reward"] += gamma ** (t - current["first"]) * float(rewards[t])
+    for i, d in enumerate(decisions):
+        nxt = decisions[i + 1]["first"] if i + 1 < len(decisions) else end
+        d["discount"] = gamma ** (nxt - d["first"])
+    return decisions
+
+
+def collate(episodes: list[Episode], per_episode: list[list[dict]], terminal: list[bool]) -> Decisions:
+    images = {c: [] for c in episodes[0].meta.cameras}
+    joints, instructions, actions, mask, version, rewards, discounts, term, index = [], [], [], [], [], [], [], [], []
+    for e_i, (episode, decisions) in enumerate(zip(episodes, per_episode)):
+        for n, d in enumerate(decisions):
+            for c in images:
+                images[c].append(episode.images[c][d["obs"]])
+            joints.append(episode.joint_positions[d["obs"]])
+            instructions.append(episode.meta.instruction)
+            actions.append(d["actions"])
+            mask.append(d["mask"])
+            version.append(d["version"])
+            rewards.append(d["reward"])
+            discounts.append(d["discount"])
+            term.append(terminal[e_i] and n == len(decisions) - 1)
+            index.append(e_i)
+    return Decisions({c: np.stack(v) for c, v in images.items()}, np.asarray(joints, np.float32), instructions,
+                     np.asarray(actions, np.float32), np.asarray(mask, bool), np.asarray(version, np.int64),
+                     np.asarray(rewards, np.float32), np.asarray(discounts, np.float32), np.asarray(term, bool),
+                     np.asarray(index, np.int64), {})
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, discounts: np.ndarray,
+        terminal: np.ndarray, episode: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns over decisions (rows of one episode are contiguous, in time order).
+    ``next_values[i]`` is the value after row i: the next row's, or the bootstrap at an episode's end."""
+    adv = np.zeros(len(rewards), np.float32)
+    last = 0.0
+    for i in reversed(range(len(rewards))):
+        end_of_episode = i + 1 == len(rewards) or episode[i + 1] != episode[i]
+        if end_of_episode:
+            last = 0.0
+        keep = 0.0 if terminal[i] else 1.0
+        delta = rewards[i] + discounts[i] * next_values[i] * keep - values[i]
+        last = delta + discounts[i] * lam * keep * last
+        adv[i] = last
+    return adv, adv + values
+
+
+def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log-probability of the executed positions, value, entropy per decision)."""
+    mean, log_std, value = model.forward_normalised(images, joints, text)
+    target = model.normalise_target(actions, joints)
+    per_position = -0.5 * ((target - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_prob = (per_position.sum(-1) * mask).sum(-1)
+    entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(dim=(-2, -1))
+    return log_prob, value, entropy
+
+
+def demo_nll(model: VLAModel, images, joints, text, actions, mask) -> torch.Tensor:
+    """Mean negative log-likelihood per executed position of demonstration chunks."""
+    log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask)
+    return -(log_prob / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)).mean()
+
+
+def tensors(d: Decisions, rows: np.ndarray, embed) -> tuple:
+    images = {c: torch.from_numpy(v[rows]) for c, v in d.images.items()}
+    text = torch.from_numpy(np.stack([embed(d.instructions[i]) for i in rows]))
+    return (images, torch.from_numpy(d.joints[rows]), text, torch.from_numpy(d.actions[rows]),
+            torch.from_numpy(d.mask[rows].astype(np.float32)))
+
+
+@torch.no_grad()
+def evaluate_rows(model: VLAModel, d: Decisions, embed, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(log-probabilities, values) of all rows under ``model``."""
+    model.eval()
+    lps, vals = [], []
+    for start in range(0, len(d), batch):
+        rows = np.arange(start, min(start + batch, len(d)))
+        lp, v, _ = chunk_log_prob(model, *tensors(d, rows, embed))
+        lps.append(lp.numpy())
+        vals.append(v.numpy())
+    return np.concatenate(lps), np.concatenate(vals)
+
+
+def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, old_log_prob: np.ndarray,
+               advantages: np.ndarray, returns: np.ndarray, config: PPOConfig, embed, demos=None,
+               generator: np.random.Generator | None = None, reduce_gradients=None) -> dict:
+    """Epochs of minibatch PPO (plus the demo NLL term); returns the mean metrics of the update.
+    ``reduce_gradients(model)`` averages gradients across data-parallel learners (None: one learner)."""
+    rng = generator or np.random.default_rng(0)
+    adv = advantages
+    if config.normalise_advantages and len(adv) > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "demo_nll")}
+    model.train()
+    stopped_early = False
+    for _ in range(config.epochs):
+        order = rng.permutation(len(d))
+        for start in range(0, len(d), config.minibatch_size):
+            rows = order[start:start + config.minibatch_size]
+            log_prob, value, entropy = chunk_log_prob(model, *tensors(d, rows, embed))
+            log_ratio = log_prob - torch.from_numpy(old_log_prob[rows])
+            ratio = log_ratio.exp()
+            a = torch.from_numpy(adv[rows])
+            policy_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip)).mean()
+            value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]))
+            loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
+            if demos is not None and config.demo_coef > 0 and len(demos):
+                nll = demo_nll(model, *demos.sample(config.demo_batch_size, rng, embed))
+                loss = loss + config.demo_coef * nll
+                stats["demo_nll"].append(nll.item())
+            optimiser.zero_grad()
+            loss.backward()
+            if reduce_gradients is not None:
+                reduce_gradients(model)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimiser.step()
+            with torch.no_grad():
+                approx_kl = ((ratio - 1) - log_ratio).mean().item()  # the k3 estimator, always >= 0
+                stats["approx_kl"].append(approx_kl)
+                stats["clip_fraction"].append(((ratio - 1).abs() > config.clip).float().mean().item())
+            stats["policy_loss"].append(policy_loss.item())
+            stats["value_loss"].append(value_loss.item())
+            stats["entropy"].append(entropy.mean().item())
+        if config.target_kl and np.mean(stats["approx_kl"][-max(1, len(d) // config.minibatch_size):]) > config.target_kl:
+            stopped_early = True
+            break
+    model.eval()
+    out = {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
+    out["stopped_early"] = float(stopped_early)
+    return out

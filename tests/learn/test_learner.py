@@ -1,0 +1,158 @@
+"""The learner: PPO maths on chunk decisions, staleness, human steps, and the whole asynchronous loop
+(a simulated robot sends episodes over CurveZMQ, the learner updates and the robot swaps the weights in)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.data.episodes import list_episodes
+from robot_rl.learn.actor import SimActor
+from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
+from robot_rl.learn.ppo import NOT_POLICY, PPOConfig, collate, episode_decisions, evaluate_rows, gae
+from robot_rl.policy.base import PolicyConfig, make_policy
+from robot_rl.transport.links import EpisodeUplink, WeightsListener
+from robot_rl.transport.security import ClientKeys, generate_keypair
+from robot_rl.transport.spool import Spool
+from tests.transport.test_links import make_episode, wait_for
+
+
+def test_decisions_group_executed_chunk_points_and_skip_human_steps():
+    # steps: chunk from obs 0 (points 0,1), chunk from obs 2 (point 0), a human step, a hold, chunk from obs 5
+    e = make_episode(0, length=7, policy_version=np.array([3, 3, 3, -1, -1, 4, 4], np.float32),
+                     obs_step=np.array([0, 0, 2, -1, -1, 5, 5], np.float32),
+                     chunk_step=np.array([0, 1, 0, -1, -1, 0, 1], np.float32))
+    e.intervention[3] = True
+    rewards = np.array([1, 2, 4, 8, 16, 32, 64], np.float32)
+    d = episode_decisions(e, rewards, horizon=4, gamma=0.5)
+    assert [(x["obs"], x["version"], x["mask"].tolist()) for x in d] == [
+        (0, 3, [True, True, False, False]), (2, 3, [True, False, False, False]), (5, 4, [True, True, False, False])]
+    assert np.allclose(d[0]["actions"][:2], e.actions[:2]) and not d[1]["actions"][1:].any()
+    # rewards: own steps discounted from the decision's first step; the human step and hold count for the chunk before
+    assert [x["reward"] for x in d] == [1 + 0.5 * 2, 4 + 0.5 * 8 + 0.25 * 16, 32 + 0.5 * 64]
+    assert [x["discount"] for x in d] == [0.5 ** 2, 0.5 ** 3, 0.5 ** 2]
+    assert episode_decisions(e, rewards, 4, 0.5, end=5)[-1]["obs"] == 2  # the critic's done at step 5 ends it
+
+
+def test_gae_matches_a_hand_computation_and_stops_at_episode_boundaries():
+    rewards = np.array([1.0, 0.0, 2.0, 5.0], np.float32)
+    values = np.array([0.5, 0.2, 0.1, 1.0], np.float32)
+    next_values = np.array([0.2, 0.1, 0.0, 0.7], np.float32)  # row 2 ends episode 0 (terminal), row 3 is cut
+    discounts = np.full(4, 0.9, np.float32)
+    terminal = np.array([False, False, True, False])
+    episode = np.array([0, 0, 0, 1])
+    adv, ret = gae(rewards, values, next_values, discounts, terminal, episode, lam=0.5)
+    d2 = 2.0 - 0.1
+    d1 = 0.0 + 0.9 * 0.1 - 0.2
+    d0 = 1.0 + 0.9 * 0.2 - 0.5
+    a1 = d1 + 0.9 * 0.5 * d2
+    assert np.allclose(adv, [d0 + 0.9 * 0.5 * a1, a1, d2, 5.0 + 0.9 * 0.7 - 1.0], atol=1e-6)
+    assert np.allclose(ret, adv + values)
+
+
+@pytest.fixture
+def learner_keys(tmp_path):
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "learner")
+    generate_keypair(keys, "robot1")
+    (keys / "allowed").mkdir()
+    (keys / "allowed" / "robot1.key").write_bytes((keys / "robot1.key").read_bytes())
+    return keys
+
+
+def learner_config(tmp_path, tiny_export, tiny_critic, keys, **overrides) -> LearnerConfig:
+    return LearnerConfig.from_dict({
+        "run_dir": str(tmp_path / "run"), "policy": str(tiny_export), "critic": str(tiny_critic),
+        "episodes_per_update": 2, "bind_episodes": "tcp://127.0.0.1:*", "bind_weights": "tcp://127.0.0.1:*",
+        "secret_key": str(keys / "learner.key_secret"), "allowed_keys": str(keys / "allowed"), "tensorboard": False,
+        "ppo": {"epochs": 2, "minibatch_size": 16, "lr": 1e-3}, **overrides})
+
+
+def sim_episodes(tiny_export, n, version=0, seed=0):
+    policy = make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "backend": "torch", "explore": True,
+                                                           "explore_seed": seed}))
+    policy.version_number = version
+    actor = SimActor(policy, ["front", "wrist"], 32, 24)
+    try:
+        return [actor.episode("reach_cube", seed + i, max_steps=12) for i in range(n)]
+    finally:
+        actor.close()
+
+
+def test_behaviour_log_probs_are_recomputed_so_the_first_ratio_is_one(tmp_path, tiny_export, tiny_critic, learner_keys):
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys), log_fn=lambda *_: None)
+    d, _ = learner.prepare(sim_episodes(tiny_export, 2))
+    assert len(d) > 10 and set(d.version.tolist()) == {0}
+    learner.behaviour.load_state_dict(learner.versions.get(0))
+    old, _ = evaluate_rows(learner.behaviour, d, learner._embed)
+    new, _ = evaluate_rows(learner.model, d, learner._embed)
+    assert np.allclose(old, new, atol=1e-5) and np.all(np.isfinite(old))
+    row = learner.update(sim_episodes(tiny_export, 2, seed=5))
+    assert row["version"] == 1 and row["decisions"] > 10 and np.isfinite(row["policy_loss"])
+    assert not torch.equal(learner.versions.get(0)["action_head.weight"], learner.model.state_dict()["action_head.weight"])
+    learner.close()
+
+
+def test_stale_episodes_are_dropped_and_human_steps_feed_the_demo_buffer(tmp_path, tiny_export, tiny_critic, learner_keys):
+    cfg = learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo={"max_staleness": 1})
+    learner = Learner(cfg, log_fn=lambda *_: None)
+    fresh, stale = sim_episodes(tiny_export, 2)
+    learner.version = 2
+    learner.versions.add(2, learner.model.state_dict())
+    for e in (fresh, stale):
+        e.extras["policy_version"][:] = 2
+    stale.extras["policy_version"][:] = 0  # acted by version 0, two versions ago
+    fresh.intervention[3:6] = True  # a human took over for three steps
+    d, _ = learner.prepare([fresh, stale])
+    assert learner.counters["dropped_stale"] == 1 and set(d.episode.tolist()) == {0}
+    assert learner.demos.added_human == 3 and len(learner.demos) == 3
+    # every step the policy commanded is in exactly one decision; the human's three are in none
+    assert d.mask.sum() == len(fresh) - 3
+    learner.close()
+
+
+def test_the_asynchronous_loop_over_zeromq_with_a_restart(tmp_path, tiny_export, tiny_critic, learner_keys):
+    cfg = learner_config(tmp_path, tiny_export, tiny_critic, learner_keys)
+    learner = Learner(cfg, log_fn=lambda *_: None)
+    server = threading.Thread(target=learner.serve, kwargs={"max_updates": 2, "progress": False}, daemon=True)
+    server.start()
+    wait_for(lambda: learner.inbox is not None and learner.publisher is not None, what="learner up")
+    client = ClientKeys(str(learner_keys / "robot1.key_secret"), str(learner_keys / "learner.key"))
+    robot_policy = make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "backend": "onnxruntime"}))
+    listener = WeightsListener(learner.publisher.address, client,
+                               lambda v, c, b: robot_policy.load_weights(v, c, b, workdir=str(tmp_path / "robot_weights")))
+    spool = Spool(tmp_path / "spool")
+    uplink = EpisodeUplink(spool, learner.inbox.address, client, "robot1").start()
+    try:
+        for e in sim_episodes(tiny_export, 4):
+            spool.put(e)
+        uplink.notify()
+        server.join(120)
+        assert not server.is_alive() and learner.updates == 2
+        wait_for(lambda: robot_policy.version_number == 2, what="the robot running version 2")
+        assert robot_policy.version.endswith("+learner-v2") and len(spool) == 0
+        assert (tmp_path / "run" / "weights" / "v2.safetensors").is_file()
+        assert len(list_episodes(tmp_path / "run" / "episodes")) == 4  # used by checkpointed updates
+        rows = [r for r in learner.history]
+        assert [r["version"] for r in rows] == [1, 2] and all(r["publish_ms"] is not None for r in rows)
+    finally:
+        uplink.close()
+        listener.close()
+    # a restart resumes version, optimiser and counters from the checkpoint
+    again = Learner(cfg, log_fn=lambda *_: None)
+    assert again.version == 2 and again.counters["episodes"] == 4 and 1 in again.versions and 2 in again.versions
+    assert torch.equal(again.model.state_dict()["action_head.weight"], learner.model.state_dict()["action_head.weight"])
+    again.close()
+
+
+def test_weights_for_another_architecture_are_refused_and_the_policy_keeps_running(tiny_export):
+    policy = make_policy(PolicyConfig(type="vla", options={"path": "policies/sim_default", "backend": "torch"}))
+    tiny, _ = load_start_policy(str(tiny_export))
+    with pytest.raises(ValueError, match="another architecture"):
+        policy.load_weights(1, tiny.config.to_dict(), state_bytes(tiny))
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        model, _ = load_start_policy("policies/sim_default")
+        policy.load_weights(1, model.config.to_dict(), b"garbage")
+    assert policy.version_number == 0

@@ -42,10 +42,16 @@ def backend_from_weights(kind: str, metadata: dict, model_config: dict, safetens
     meta = {**metadata, "model_version": f"{metadata.get('model_version', 'export')}+learner-v{version}"}
     if kind == "torch":
         return TorchBackend(meta, model)
+    if workdir is None:  # the session holds the graph in memory once built: the files can go
+        with tempfile.TemporaryDirectory(prefix="robot_rl_weights_") as tmp:
+            return _onnx_backend(kind, meta, model, Path(tmp) / f"v{version}")
+    return _onnx_backend(kind, meta, model, Path(workdir) / f"v{version}")
+
+
+def _onnx_backend(kind: str, meta: dict, model, out: Path) -> InferenceBackend:
     from robot_rl.inference.export import onnx_export
 
     c = model.config
-    out = Path(workdir or tempfile.mkdtemp(prefix="robot_rl_weights_")) / f"v{version}"
     out.mkdir(parents=True, exist_ok=True)
     example = {f"image_{cam}": np.zeros((1, c.image_height, c.image_width, 3), np.uint8) for cam in c.cameras}
     example["joint_positions"] = np.zeros((1, len(c.joint_names)), np.float32)

@@ -12,7 +12,6 @@ between (1: receding horizon, how the shipped default policy was evaluated).
 
 from __future__ import annotations
 
-import numpy as np
 
 from robot_rl.data.episodes import Episode, EpisodeMeta, EpisodeWriter, new_episode_id
 from robot_rl.policy.base import Observation, Policy

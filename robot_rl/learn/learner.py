@@ -289,11 +289,7 @@ class Learner:
                 terminal.append(done is not None)
         if not kept:
             return None, report
-        d = collate(kept, per_episode, terminal)
-        # bootstrap: the value of the last observation of each episode the time limit cut
-        d.last_obs = {i: len(e) - 1 for i, e in enumerate(kept) if not terminal[i]}
-        d.episodes = kept
-        return d, report
+        return collate(kept, per_episode, terminal), report
 
     def update(self, episodes: list[Episode]) -> dict | None:
         t0 = time.perf_counter()
@@ -301,13 +297,13 @@ class Learner:
         self.used += [e.meta.episode_id for e in episodes]
         if d is None:
             return None
-        # behaviour log-probabilities from the weights that acted, values from the current weights
-        old = np.zeros(len(d), np.float32)
-        for v in np.unique(d.version):
+        # behaviour log-probabilities from the weights that acted (the current model's own for rows
+        # of the current version: one pass gives those and every value), values from the current weights
+        old, values = evaluate_rows(self.model, d, self._embed)
+        for v in np.unique(d.version[d.version != self.version]):
             rows = np.nonzero(d.version == v)[0]
             self.behaviour.load_state_dict(self.versions.get(int(v)))
             old[rows] = evaluate_rows(self.behaviour, _subset(d, rows), self._embed)[0]
-        _, values = evaluate_rows(self.model, d, self._embed)
         next_values = np.zeros(len(d), np.float32)
         next_values[:-1] = values[1:]
         for i, e in enumerate(d.episodes):
@@ -359,7 +355,7 @@ class Learner:
                 self.log("tensorboard is not installed: scalars go to metrics.jsonl only")
         if self.writer is not None:
             for k, v in row.items():
-                if isinstance(v, (int, float)) and v is not None:
+                if isinstance(v, (int, float)):
                     self.writer.add_scalar(f"learner/{k}", v, self.updates)
             self.writer.flush()
 

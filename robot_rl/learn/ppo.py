@@ -141,10 +141,11 @@ def collate(episodes: list[Episode], per_episode: list[list[dict]], terminal: li
             discounts.append(d["discount"])
             term.append(terminal[e_i] and n == len(decisions) - 1)
             index.append(e_i)
+    last_obs = {i: len(e) - 1 for i, e in enumerate(episodes) if not terminal[i]}
     return Decisions({c: np.stack(v) for c, v in images.items()}, np.asarray(joints, np.float32), instructions,
                      np.asarray(actions, np.float32), np.asarray(mask, bool), np.asarray(version, np.int64),
                      np.asarray(rewards, np.float32), np.asarray(discounts, np.float32), np.asarray(term, bool),
-                     np.asarray(index, np.int64), {})
+                     np.asarray(index, np.int64), last_obs, list(episodes))
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, discounts: np.ndarray,

@@ -53,6 +53,7 @@ class VLAPolicy(Policy):
         self.backend_kind = config.options.get("backend", "auto")
         self.path = path
         self.version_number = 0
+        self._retired = None  # the backend replaced by the last weight swap
         self.explore = bool(config.options.get("explore", False))
         self.noise = np.random.default_rng(config.options.get("explore_seed"))
         self.action_std = np.asarray(m.get("normalisation", {}).get("action_std", 1.0), np.float64)
@@ -123,7 +124,7 @@ class VLAPolicy(Policy):
         self.version_number = int(version)
         self.version = f"{self.metadata.get('model_version', 'export')}+learner-v{version}"
         # a tick may still be running on the old backend: it is closed at the next swap, not now
-        if getattr(self, "_retired", None) is not None:
+        if self._retired is not None:
             self._retired.close()
         self._retired = retired
 

@@ -56,7 +56,6 @@ class EpisodeUplink:
         self.thread: threading.Thread | None = None
         self.sent = self.acked = self.duplicates = self.rejected = self.reconnects = 0
         self.ack_ms = Window(200)
-        self.connected_once = False
         self.blocked_since = 0.0
         self.last_problem = ""
 
@@ -157,7 +156,6 @@ class EpisodeUplink:
             self.spool.acknowledge(eid)
             self.acked += 1
             self.duplicates += bool(header.get("duplicate"))
-            self.connected_once = True
             self.last_problem = ""
         elif header["kind"] == "reject" and isinstance(eid, str):
             self.rejected += 1
@@ -253,7 +251,7 @@ class EpisodeInbox:
 
 
 class WeightsPublisher:
-    def __init__(self, bind: str, keys: ServerKeys, context: zmq.Context | None = None):
+    def __init__(self, bind: str, keys: ServerKeys):
         self.context = zmq.Context()
         self.auth, self.allow = start_authenticator(self.context, keys)
         self.sock = make_server_socket(self.context, zmq.XPUB, keys)

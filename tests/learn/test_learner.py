@@ -2,7 +2,6 @@
 (a simulated robot sends episodes over CurveZMQ, the learner updates and the robot swaps the weights in)."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
-from robot_rl.learn.ppo import NOT_POLICY, PPOConfig, collate, episode_decisions, evaluate_rows, gae
+from robot_rl.learn.ppo import episode_decisions, evaluate_rows, gae
 from robot_rl.policy.base import PolicyConfig, make_policy
 from robot_rl.transport.links import EpisodeUplink, WeightsListener
 from robot_rl.transport.security import ClientKeys, generate_keypair

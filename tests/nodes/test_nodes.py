@@ -20,6 +20,7 @@ from robot_rl.nodes.sim_bridge_node import SimBridgeNode
 from robot_rl.ros import qos
 from robot_rl.policy.base import ActionChunk
 from robot_rl.ros.conversions import chunk_to_msg, image_to_msg, joint_state_msg, to_sec
+from tests.helpers import wait_until as wait
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 HOME = [0.0, 0.0, 0.2, -0.2, 0.0, 0.04]
@@ -46,13 +47,6 @@ def ros():
     rclpy.shutdown()
 
 
-def wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class FakeRobot:

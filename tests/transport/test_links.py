@@ -20,6 +20,7 @@ from robot_rl.transport.security import (ClientKeys, KeyFileError, ServerKeys, g
                                          make_client_socket)
 from robot_rl.transport.spool import Spool, SpoolFullError
 from robot_rl.transport.wire import decode, encode
+from tests.helpers import wait_until
 
 JOINTS = ["a", "b", "c"]
 
@@ -50,12 +51,7 @@ def keys(tmp_path):
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(predicate, timeout, what)
 
 
 def same_episode(a: Episode, b: Episode) -> bool:

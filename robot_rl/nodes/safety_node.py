@@ -36,6 +36,7 @@ DEFAULTS = {
     "max_observation_age": 0.3,
     "joint_state_timeout": 0.3,
     "teleop_timeout": 0.3,
+    "handover_s": 0.5,  # blend this long when control passes between policy and teleop
     # After a command triggered by fresh input (a chunk's last waypoint, a teleop command), the next
     # timed command waits this fraction of a period longer, so input that is a little late replaces
     # it instead of following it by a millisecond (which would double the command rate).
@@ -50,7 +51,7 @@ class SafetyNode(Node):
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         self.filter = SafetyFilter(limits, SafetyConfig(
             max_observation_age=p["max_observation_age"], joint_state_timeout=p["joint_state_timeout"],
-            teleop_timeout=p["teleop_timeout"]))
+            teleop_timeout=p["teleop_timeout"], handover_s=p["handover_s"]))
         self.counts = {"policy": 0, "teleop": 0, "hold": 0, "estop": 0}
         self.clamped = 0
         self.last_reason = ""
@@ -133,7 +134,8 @@ class SafetyNode(Node):
             return
         self.command_pub.publish(Float64MultiArray(data=decision.positions.tolist()))
         self.executed_pub.publish(joint_state_msg(self.filter.joint_names, decision.positions,
-                                                  stamp=decision.stamp, frame_id=decision.source))
+                                                  stamp=decision.stamp,
+                                                  frame_id="handover" if decision.blended else decision.source))
         if decision.source == "policy" and decision.stamp != self.last_latency_stamp:
             self.latency_ms.add((now_sec(self) - decision.stamp) * 1e3)
             self.last_latency_stamp = decision.stamp

@@ -34,6 +34,7 @@ class ActionChunk:
     period: float  # seconds between points
     joint_names: list[str]
     positions: np.ndarray  # (H, N) joint targets
+    version: int = -1  # learner weights version that produced it (-1: not a learnt policy's chunk)
 
     def __post_init__(self) -> None:
         self.positions = np.atleast_2d(np.asarray(self.positions, dtype=np.float64))

@@ -39,7 +39,7 @@ class VLAPolicy(Policy):
         path = config.options.get("path")
         if not path:
             raise ValueError("policy 'vla' needs option 'path' (the exported policy directory, e.g. policies/sim_default)")
-        self.backend = make_backend(config.options.get("backend", "auto"), path)
+        self._running = (make_backend(config.options.get("backend", "auto"), path), 0)  # (backend, version)
         m = self.backend.metadata
         self.metadata = m
         self.version = str(m.get("model_version", "unknown"))
@@ -52,7 +52,6 @@ class VLAPolicy(Policy):
         self.resize = bool(config.options.get("resize", False))
         self.backend_kind = config.options.get("backend", "auto")
         self.path = path
-        self.version_number = 0
         self._retired = None  # the backend replaced by the last weight swap
         self.explore = bool(config.options.get("explore", False))
         self.noise = np.random.default_rng(config.options.get("explore_seed"))
@@ -94,10 +93,11 @@ class VLAPolicy(Policy):
     def act(self, observation: Observation) -> ActionChunk:
         if self.instruction_vec is None:
             raise RuntimeError("vla policy has no instruction yet; call reset(instruction) first")
-        out = self.backend.run(self.inputs(observation))
+        backend, version = self._running  # one read: a swap between them would mislabel the chunk
+        out = backend.run(self.inputs(observation))
         actions = np.asarray(out["actions"][0], np.float64)
         if not np.all(np.isfinite(actions)):
-            raise ValueError(f"policy output is not finite (backend {self.backend.describe()}): nothing is sent")
+            raise ValueError(f"policy output is not finite (backend {backend.describe()}): nothing is sent")
         if self.lower is not None:
             low, high = self.lower - OUT_OF_RANGE_MARGIN, self.upper + OUT_OF_RANGE_MARGIN
             bad = np.any((actions < low) | (actions > high), axis=0)
@@ -108,7 +108,7 @@ class VLAPolicy(Policy):
             std = np.exp(np.asarray(out["action_log_std"][0], np.float64)) * self.action_std
             actions = actions + std * self.noise.standard_normal(actions.shape)
         self.last_value = float(out["value"][0])
-        return ActionChunk(observation.stamp, self.period, list(self.joint_names), actions)
+        return ActionChunk(observation.stamp, self.period, list(self.joint_names), actions, version=version)
 
     def load_weights(self, version: int, model_config: dict, safetensors_bytes: bytes, workdir: str | None = None) -> None:
         """Swap in published weights (see the module docstring); ValueError when they do not fit."""
@@ -120,13 +120,21 @@ class VLAPolicy(Policy):
             raise ValueError(f"weights v{version} are for another architecture than the running policy {self.path} "
                              "(different cameras, image size, joints, chunk length or layer sizes): not loaded")
         backend = backend_from_weights(self.backend_kind, self.metadata, model_config, safetensors_bytes, version, workdir)
-        retired, self.backend = self.backend, backend
-        self.version_number = int(version)
+        retired = self.backend
+        self._running = (backend, int(version))
         self.version = f"{self.metadata.get('model_version', 'export')}+learner-v{version}"
         # a tick may still be running on the old backend: it is closed at the next swap, not now
         if self._retired is not None:
             self._retired.close()
         self._retired = retired
+
+    @property
+    def backend(self):
+        return self._running[0]
+
+    @property
+    def version_number(self) -> int:
+        return self._running[1]
 
     def close(self) -> None:
         self.backend.close()

@@ -106,10 +106,20 @@ def joint_state_positions(msg: JointState, topic: str = "joint_states") -> tuple
     return list(msg.name), np.asarray(msg.position, dtype=np.float64)
 
 
+VERSION_PREFIX = "policy_v"
+
+
 def chunk_to_msg(chunk: ActionChunk) -> JointTrajectory:
-    """One action chunk as a JointTrajectory stamped with its observation time."""
+    """One action chunk as a JointTrajectory stamped with its observation time.
+
+    The producing weights version travels in ``header.frame_id`` as ``policy_v<N>`` (joint
+    trajectories have no coordinate frame; controllers ignore the field), so the episode recorder knows
+    which version acted.
+    """
     msg = JointTrajectory()
     msg.header.stamp = to_stamp(chunk.stamp)
+    if chunk.version >= 0:
+        msg.header.frame_id = f"{VERSION_PREFIX}{chunk.version}"
     msg.joint_names = list(chunk.joint_names)
     for k, row in enumerate(chunk.positions):
         point = JointTrajectoryPoint()
@@ -131,7 +141,13 @@ def msg_to_chunk(msg: JointTrajectory, topic: str = "trajectory") -> ActionChunk
     if period <= 0 or not np.allclose(np.diff(times), period, atol=1e-6):
         raise ValueError(f"{topic}: points must be evenly spaced starting one period after the stamp, got {times}")
     positions = np.array([p.positions for p in msg.points], dtype=np.float64)
-    return ActionChunk(to_sec(msg.header.stamp), period, list(msg.joint_names), positions)
+    version = -1
+    if msg.header.frame_id.startswith(VERSION_PREFIX):
+        try:
+            version = int(msg.header.frame_id[len(VERSION_PREFIX):])
+        except ValueError:
+            raise ValueError(f"{topic}: frame_id '{msg.header.frame_id}' should be {VERSION_PREFIX}<version>") from None
+    return ActionChunk(to_sec(msg.header.stamp), period, list(msg.joint_names), positions, version=version)
 
 
 # -- privileged sim state ---------------------------------------------------------------------------

@@ -15,6 +15,11 @@ flag, e-stop); :meth:`SafetyFilter.step` then says what to command now and why. 
    whose time has passed are dropped, which compensates inference latency). A chunk computed from an
    observation older than ``max_observation_age`` is rejected on arrival; an exhausted chunk holds.
 
+Hand-over: when control passes between policy and human (either way), the command does not jump to
+the new source's target. For ``handover_s`` seconds it moves linearly from the last command to the
+new source's (moving) target, so the joint speed during a hand-over is bounded by distance/handover_s
+on top of the source's own motion.
+
 Every command is clamped to the joint limits of the robot's calibration file, and the decision says
 which joints were clamped. Times are float seconds of one clock (the node's ROS clock).
 """
@@ -34,6 +39,7 @@ class SafetyConfig:
     max_observation_age: float = 0.3  # s; older policy chunks are rejected
     joint_state_timeout: float = 0.3  # s without joint state -> hold
     teleop_timeout: float = 0.3  # s without a teleop command while engaged -> hold
+    handover_s: float = 0.5  # s of blending when control passes between policy and teleop (0: none)
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Decision:
     clamped: list[str] = field(default_factory=list)
     reason: str = ""
     remaining: int = 0  # policy: waypoints of the chunk after this one
+    blended: bool = False  # a hand-over blend, not the source's own target
 
 
 class SafetyFilter:
@@ -67,6 +74,9 @@ class SafetyFilter:
         self.last_rejection = ""
         self.episode_start = -np.inf
         self.anchor_pending = False
+        self.active_source: str | None = None  # "policy" or "teleop": who commanded last
+        self.blend_from: np.ndarray | None = None
+        self.blend_start = -np.inf
 
     # -- inputs --------------------------------------------------------------------------------
     def _reorder(self, names: list[str], values: np.ndarray, what: str) -> np.ndarray:
@@ -152,6 +162,7 @@ class SafetyFilter:
             self.estop_position = None if held is None else held.copy()
             self.chunk = self._chunk_positions = None
             self.teleop = None
+            self.active_source = "estop"  # motion after the release blends from the frozen position
         elif not active and self.estop:
             # Released: resume only on input that arrives from now on.
             self.estop = False
@@ -166,11 +177,29 @@ class SafetyFilter:
     def step(self, now: float) -> Decision:
         decision = self._decide(now)
         if decision.positions is not None and decision.source in ("policy", "teleop"):
+            self._blend(decision, now)
             positions, clamped = self.limits.clamp(decision.positions)
             decision.positions, decision.clamped = positions, clamped
         if decision.positions is not None:
             self.last = decision
         return decision
+
+    def _blend(self, decision: Decision, now: float) -> None:
+        """Smooth hand-over: from the last command towards the new source's target over handover_s."""
+        if decision.source != self.active_source:
+            switching = self.active_source is not None and self.last.positions is not None
+            self.active_source = decision.source
+            self.blend_from = self.last.positions.copy() if switching else None
+            self.blend_start = now
+        if self.blend_from is None or self.config.handover_s <= 0:
+            return
+        w = (now - self.blend_start) / self.config.handover_s
+        if w >= 1.0:
+            self.blend_from = None
+            return
+        decision.positions = self.blend_from + w * (decision.positions - self.blend_from)
+        decision.reason = f"hand-over to {decision.source}: {w:.0%}"
+        decision.blended = True
 
     def _decide(self, now: float) -> Decision:
         if self.estop:

@@ -13,7 +13,7 @@ HOME = np.array([0.0, 0.0, 0.2, -0.2, 0.0, 0.02])  # gripper half open: offsets 
 @pytest.fixture
 def f():
     flt = SafetyFilter(load_robot_limits(data_path("calibration", "sim_arm.yaml")), SafetyConfig(
-        max_observation_age=0.3, joint_state_timeout=0.3, teleop_timeout=0.3))
+        max_observation_age=0.3, joint_state_timeout=0.3, teleop_timeout=0.3, handover_s=0.0))
     return flt
 
 
@@ -141,3 +141,45 @@ def test_new_episode_holds_the_measured_position_not_the_last_target(f):
     assert held.source == "hold" and np.allclose(held.positions, HOME)  # not dragged back to `far`
     assert f.update_policy(chunk(1.03, [HOME + 0.01]), now=1.05) is None
     assert f.step(1.06).source == "policy"
+
+
+def handover_filter(seconds):
+    return SafetyFilter(load_robot_limits(data_path("calibration", "sim_arm.yaml")), SafetyConfig(handover_s=seconds))
+
+
+@pytest.mark.parametrize("direction", ["policy->teleop", "teleop->policy"])
+def test_handover_between_policy_and_teleop_blends_without_a_jump(direction):
+    f = handover_filter(0.5)
+    far = HOME + np.array([0.6, -0.4, 0.5, 0.3, -0.5, 0.0])
+    start, end = (HOME, far) if direction == "policy->teleop" else (far, HOME)
+    t = 0.0
+    f.update_joint_state(NAMES, HOME, now=t)
+    first_engaged = direction == "teleop->policy"
+    f.update_engaged(first_engaged)
+    commands = []
+    for i in range(20):  # 2 s at 10 Hz; control passes at 0.5 s
+        t = 0.1 * i
+        f.update_joint_state(NAMES, HOME, now=t)
+        if i == 5:
+            f.update_engaged(not first_engaged)
+        f.update_policy(chunk(t, [start if direction == "policy->teleop" else end] * 3), now=t)
+        f.update_teleop(NAMES, end if direction == "policy->teleop" else start, now=t)
+        commands.append(f.step(t + 0.001).positions)
+    commands = np.array(commands)
+    steps = np.abs(np.diff(commands, axis=0)).max(axis=1)
+    distance = np.abs(end - start).max()
+    # the switch is spread over 0.5 s: no tick moves more than a fifth of the distance (plus rounding)
+    assert steps.max() <= distance * 0.1 / 0.5 + 1e-9
+    np.testing.assert_allclose(commands[4], start)
+    np.testing.assert_allclose(commands[-1], end)  # and it arrives
+    assert np.abs(commands[7] - start).max() > 0  # moving in between
+
+
+def test_without_handover_the_switch_is_immediate():
+    f = handover_filter(0.0)
+    f.update_joint_state(NAMES, HOME, now=0.0)
+    f.update_policy(chunk(0.0, [HOME] * 3), now=0.0)
+    f.step(0.01)
+    f.update_engaged(True)
+    f.update_teleop(NAMES, HOME + 0.3 * (np.arange(6) < 5), now=0.02)
+    np.testing.assert_allclose(f.step(0.03).positions[:5], (HOME + 0.3)[:5])

@@ -1,0 +1,94 @@
+"""The simulated human of the sim training loop: the scripted oracle takes over when the policy drifts.
+
+Each read compares the policy's proposal for now with what the oracle (privileged object poses,
+simulation only) would command. When the largest arm-joint difference stays above ``threshold`` rad
+for ``patience`` reads, the human intervenes with probability ``probability``: for ``takeover_s``
+seconds the oracle commands (absolute joint targets), then control goes back to the policy, which
+is left alone for ``cooldown_s``. A drift the human lets pass re-arms after ``patience`` more reads.
+Seeded, so a run is repeatable. Like a real operator it never marks success (the sim's ground truth
+only ever reaches evaluation), though it may ask for a reset after ``reset_after`` interventions in
+one episode (0: never).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_rl.teleop.base import TeleopContext, TeleopDevice, TeleopReading
+
+
+@dataclass
+class ScriptedHumanConfig:
+    threshold: float = 0.2  # rad: arm-joint disagreement that counts as drifting
+    patience: int = 3  # consecutive drifting reads before the human reacts
+    probability: float = 1.0  # chance of stepping in when a drift is noticed
+    takeover_s: float = 1.5
+    cooldown_s: float = 1.0
+    reset_after: int = 0
+    seed: int = 0
+    control_rate_hz: float = 10.0  # the teleop node fills in its own
+    scene: str = ""  # MJCF of the world (default: the tabletop shipped in sim/)
+
+
+class ScriptedHuman(TeleopDevice):
+    type_name = "scripted"
+
+    def __init__(self, config: ScriptedHumanConfig, joint_names: list[str]):
+        from robot_rl.sim.oracle import OracleConfig, ScriptedOracle
+        from robot_rl.sim.tabletop import JOINT_NAMES
+
+        self.config = config
+        self.oracle = ScriptedOracle.for_scene(1.0 / config.control_rate_hz, OracleConfig(chunk_length=1), config.scene or None)
+        missing = [n for n in JOINT_NAMES if n not in joint_names]
+        if missing:
+            raise ValueError(f"teleop device 'scripted' drives the tabletop arm: joints {missing} are not among {joint_names}")
+        self.oracle_joints = list(JOINT_NAMES)
+        self.to_robot = [self.oracle_joints.index(n) for n in joint_names]  # oracle order -> robot order
+        self.arm = np.array([n != "gripper" for n in joint_names])
+        self.rng = np.random.default_rng(config.seed)
+        self.instruction = ""
+        self.drifting = 0
+        self.until = -np.inf  # engaged until
+        self.quiet_until = -np.inf
+        self.interventions = 0  # this episode
+        self.total_interventions = 0
+        self.last_drift = 0.0
+
+    def oracle_target(self, context: TeleopContext) -> np.ndarray | None:
+        if context.measured is None or not context.objects or not context.instruction:
+            return None
+        if context.instruction != self.instruction:
+            self.oracle.reset(context.instruction)
+            self.instruction = context.instruction
+        index = {n: i for i, n in enumerate(context.joint_names)}
+        q = np.asarray(context.measured)[[index[n] for n in self.oracle_joints]]
+        return self.oracle.act(q, context.objects)[0][self.to_robot]
+
+    def read(self, context: TeleopContext) -> TeleopReading:
+        c, now = self.config, context.now
+        if context.new_episode:
+            self.until, self.quiet_until, self.drifting, self.interventions = -np.inf, -np.inf, 0, 0
+        target = self.oracle_target(context)
+        if target is None:
+            self.until = -np.inf
+            return TeleopReading(engaged=False)
+        if now < self.until:
+            return TeleopReading(engaged=True, positions=target)
+        if self.until > -np.inf:  # a take-over just ended
+            self.until, self.quiet_until, self.drifting = -np.inf, now + c.cooldown_s, 0
+        events = []
+        if context.policy_target is not None and now >= self.quiet_until:
+            self.last_drift = float(np.max(np.abs(np.asarray(context.policy_target) - target)[self.arm]))
+            self.drifting = self.drifting + 1 if self.last_drift > c.threshold else 0
+            if self.drifting >= c.patience:
+                self.drifting = 0
+                if self.rng.random() < c.probability:
+                    self.until = now + c.takeover_s
+                    self.interventions += 1
+                    self.total_interventions += 1
+                    if c.reset_after and self.interventions >= c.reset_after:
+                        events.append("reset")
+                    return TeleopReading(engaged=True, positions=target, events=events)
+        return TeleopReading(engaged=False, events=events)

@@ -319,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing key pair")
     p.set_defaults(func=_keygen)
 
+    p = sub.add_parser("train", help="the whole learning loop: robot-rl train --sim --episodes N (headless, 2 CPU cores)")
+    p.add_argument("--sim", action="store_true", required=True, help="in the simulated world (the only mode so far)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--json", default=None)
+    p.add_argument("--run-dir", default="runs/train-sim")
+    p.add_argument("--task", default="reach_cube")
+    p.add_argument("--episodes-per-update", type=int, default=4)
+    p.add_argument("--learner-config", default="")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting (top level), e.g. publish_every=2")
+    p.add_argument("--arg", action="append", metavar="NAME:=VALUE", help="launch argument, e.g. human_threshold:=0.5")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
     p = sub.add_parser("learner", help="the asynchronous PPO learner: episodes in over ZeroMQ, weights out (no ROS)")
     p.add_argument("--config", default="config/learner.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a top-level setting, e.g. run_dir=runs/x")
@@ -339,6 +353,31 @@ def _keygen(args) -> int:
     print(f"public key {public} (give it to the other side: robots get the learner's, the learner's allow-list "
           f"directory gets each robot's)\nsecret key {secret} (mode 0600; never copy it off this machine)")
     return 0
+
+
+def _train(args) -> int:
+    from robot_rl.launcher import LaunchError, parse_overrides
+    from robot_rl.train_sim import TrainSimConfig, train_sim
+
+    try:
+        learner_set = dict(item.split("=", 1) for item in (args.set or []))
+        for key, value in learner_set.items():
+            learner_set[key] = yaml_value(value)
+        config = TrainSimConfig(episodes=args.episodes, run_dir=args.run_dir, task=args.task,
+                                episodes_per_update=args.episodes_per_update, learner_config=args.learner_config,
+                                learner_set=learner_set, launch_args=parse_overrides(args.arg or []),
+                                timeout_s=args.timeout, seed=args.seed)
+        report = train_sim(config, args.json)
+    except (LaunchError, ValueError, FileNotFoundError) as exc:
+        print(f"robot-rl train: {exc}", file=sys.stderr)
+        return 2
+    return 1 if report["failure"] or report["processes_left"] else 0
+
+
+def yaml_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def _learner(args) -> int:

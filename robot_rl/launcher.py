@@ -16,6 +16,10 @@ Supported subset of the YAML launch format (what robot_rl's launch files use)::
         remap:
         - {from: /joint_states, to: /robot1/joint_states}
     - set_env: {name: FASTDDS_DEFAULT_PROFILES_FILE, value: ...}   # for the nodes that follow
+    - executable:                   # a plain process (no ROS arguments), e.g. the learner
+        cmd: robot-rl learner --config $(var learner_config)
+        name: learner
+        on_exit: shutdown           # optional
 
 Substitutions: ``$(var NAME)``, ``$(env NAME [default])``, ``$(find-pkg-share PKG)``, nested
 innermost first (``$(env X $(find-pkg-share robot_rl)/f.xml)``).
@@ -56,8 +60,14 @@ class NodeSpec:
     remaps: list[tuple[str, str]] = field(default_factory=list)
     on_exit_shutdown: bool = False
     env: dict[str, str] = field(default_factory=dict)  # set_env entries above this node
+    argv: list[str] | None = None  # an ``executable`` entry: the command line as given, no ROS arguments
 
     def command(self) -> list[str]:
+        if self.argv is not None:
+            exe = shutil.which(self.argv[0]) or str(Path(sys.executable).parent / self.argv[0])
+            if not Path(exe).exists():
+                raise LaunchError(f"executable '{self.argv[0]}' of '{self.name}' not found on PATH")
+            return [exe, *self.argv[1:]]
         exe = shutil.which(self.executable)
         if exe is None and Path(sys.executable).parent.joinpath(self.executable).exists():
             exe = str(Path(sys.executable).parent / self.executable)
@@ -158,12 +168,17 @@ def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> l
                 continue
             nodes.append(_parse_node(body, args, where))
             nodes[-1].env = dict(env)
+        elif kind == "executable":
+            if not _condition(body, args, where):
+                continue
+            nodes.append(_parse_executable(body, args, where))
+            nodes[-1].env = dict(env)
         elif kind == "set_env":
             if not isinstance(body.get("name"), str) or "value" not in body:
                 raise LaunchError(f"{where}.set_env: expected {{name: VARIABLE, value: VALUE}}")
             env[body["name"]] = _scalar(body["value"], args, f"{where}.set_env")
         else:
-            raise LaunchError(f"{where}: unsupported entry '{kind}'; this runner supports 'arg', 'set_env' and 'node'")
+            raise LaunchError(f"{where}: unsupported entry '{kind}'; this runner supports 'arg', 'set_env', 'node' and 'executable'")
     if overrides:
         raise LaunchError(f"{path}: unknown launch arguments {sorted(overrides)}; declared: {sorted(args)}")
     names = [n.namespace + "/" + n.name for n in nodes]
@@ -182,6 +197,22 @@ def _condition(body: dict, args: dict[str, str], where: str) -> bool:
                 raise LaunchError(f"{where}.node.{key}: '{value}' is not a boolean (true, false, 1, 0)")
             keep = keep and ((value in ("true", "1")) == wanted)
     return keep
+
+
+def _parse_executable(body: dict, args: dict[str, str], where: str) -> NodeSpec:
+    import shlex
+
+    if not isinstance(body.get("cmd"), str):
+        raise LaunchError(f"{where}.executable: missing 'cmd'")
+    unknown = set(body) - {"cmd", "name", "output", "on_exit", "if", "unless"}
+    if unknown:
+        raise LaunchError(f"{where}.executable: unsupported keys {sorted(unknown)}")
+    argv = shlex.split(_scalar(body["cmd"], args, where))
+    if not argv:
+        raise LaunchError(f"{where}.executable: 'cmd' is empty")
+    name = _scalar(body.get("name", Path(argv[0]).name), args, where)
+    return NodeSpec(package="", executable=argv[0], name=name, argv=argv,
+                    on_exit_shutdown=str(body.get("on_exit", "")).strip() == "shutdown")
 
 
 def _parse_node(body: dict, args: dict[str, str], where: str) -> NodeSpec:

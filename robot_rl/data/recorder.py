@@ -52,6 +52,8 @@ class RecorderConfig:
     done_frames: int = 2  # 0: the critic's done never ends an episode
     min_steps: int = 2  # shorter episodes are discarded (a reset right after a start)
     history: int = 64  # observations and chunks kept for matching (6 s at 10 Hz)
+    joint_history: int = 2000  # joint states kept (4 s of a 500 Hz arm driver)
+    joint_sync_tolerance_s: float = 0.05  # as the policy node's: joints nearest the frames, at most this far
     robot: str = "robot"
 
 
@@ -99,7 +101,9 @@ class EpisodeRecorder:
             self._keep(self.frames[camera], stamp, image)
 
     def on_joints(self, stamp: float, positions: np.ndarray) -> None:
-        self._keep(self.joints, stamp, np.asarray(positions, np.float32))
+        self.joints[stamp] = np.asarray(positions, np.float32)
+        while len(self.joints) > self.config.joint_history:
+            self.joints.popitem(last=False)
 
     def on_chunk(self, chunk: ActionChunk) -> None:
         index = {n: i for i, n in enumerate(chunk.joint_names)}
@@ -161,7 +165,9 @@ class EpisodeRecorder:
         if cur.sim_success is not None:  # simulator truth, for reporting only
             outcome = Outcome(outcome.reason, cur.sim_success)
         meta = cur.writer.meta
-        meta.extra.update({"outcome": outcome.reason, "intervened_steps": cur.intervened_steps,
+        versions = [int(v) for v in cur.writer.extras.get("policy_version", []) if v >= 0]
+        meta.extra.update({"policy_versions": [min(versions), max(versions)] if versions else [],
+                           "outcome": outcome.reason, "intervened_steps": cur.intervened_steps,
                            "unmatched_decisions": cur.unmatched, "critic_done": outcome.reason == "done"})
         if len(cur.writer.rows["stamp"]) < self.config.min_steps:
             return None, outcome
@@ -172,8 +178,12 @@ class EpisodeRecorder:
         return next(reversed(store.values())) if store else None
 
     def _observation_at(self, stamp: float):
+        """The frames stamped ``stamp`` and the joint state nearest to it (the policy node's rule)."""
         images = {c: self.frames[c].get(stamp) for c in self.config.cameras}
-        joints = self.joints.get(stamp)
+        joints = None
+        if self.joints:
+            skew, nearest = min((abs(t - stamp), t) for t in self.joints)
+            joints = self.joints[nearest] if skew <= self.config.joint_sync_tolerance_s else None
         if any(v is None for v in images.values()) or joints is None:
             return None
         return images, joints

@@ -148,6 +148,19 @@ def critic_rewards(critic, episode: Episode, stride: int, config: RewardConfig) 
     return rewards, (int(rows[fired + 1]) if fired is not None else None)
 
 
+def episode_rewards(episode: Episode, config: RewardConfig) -> tuple[np.ndarray, int | None]:
+    """Per-step rewards from what the robot's reward node recorded (``reward_from: episode``).
+
+    The recorded rewards are the critic's progress deltas; they are scaled by ``shaping_scale``, and an
+    episode the critic's done ended (``meta.extra.critic_done``, set by the episode recorder) gets
+    ``success_bonus`` on its last step and is terminal (no bootstrap)."""
+    rewards = np.asarray(episode.extras["reward"], np.float32) * config.shaping_scale
+    if episode.meta.extra.get("critic_done") and len(rewards):
+        rewards[-1] += config.success_bonus
+        return rewards, len(rewards)
+    return rewards, None
+
+
 class Learner:
     def __init__(self, config: LearnerConfig, critic=None, log_fn=None):
         if config.hil.return_and_explore:
@@ -271,7 +284,7 @@ class Learner:
             if cfg.reward_from == "episode":
                 if "reward" not in e.extras:
                     raise EpisodeFormatError(f"episode {e.meta.episode_id} has no 'reward' array (reward_from: episode)")
-                rewards, done = np.asarray(e.extras["reward"], np.float32), None
+                rewards, done = episode_rewards(e, cfg.reward)
             else:
                 stride = max(1, round(cfg.critic_stride_s * e.meta.control_rate_hz))
                 rewards, done = critic_rewards(self._critic(), e, stride, cfg.reward)

@@ -38,8 +38,8 @@ from robot_rl.transport.spool import Spool, SpoolFullError
 DEFAULTS = {
     "robot": "robot1",  # recorded in each episode; the learner's per-robot counts use its key name
     "cameras": ["front", "wrist"],
-    "image_width": 64,  # the policy's resolution (frames are resized to it)
-    "image_height": 48,
+    "image_width": 128,  # the policy's resolution (frames are resized to it)
+    "image_height": 96,
     "robot_limits_file": "",  # joint order; default: calibration/sim_arm.yaml of this package
     "control_rate_hz": 10.0,
     "max_duration_s": 0.0,  # 0: the task's own time limit when the instruction names a known task, else 30 s
@@ -198,7 +198,7 @@ class EpisodeNode(Node):
         self.event_pub.publish(String(data=f"started {eid}"))
         return eid
 
-    def finish(self, reason: str, success: bool | None = None, reset: bool = True) -> str:
+    def finish(self, reason: str, success: bool | None = None, reset: bool = True, announce: bool = True) -> str:
         episode, outcome = self.recorder.stop(reason, success)
         self.outcomes[outcome.reason] = self.outcomes.get(outcome.reason, 0) + 1
         if episode is None:
@@ -212,12 +212,14 @@ class EpisodeNode(Node):
                     self.uplink.notify()
                 text = (f"ended {episode.meta.episode_id} {outcome.reason} {int(outcome.success)} "
                         f"({len(episode)} steps)")
-                self.event_pub.publish(String(data=text))
+                if announce:
+                    self.event_pub.publish(String(data=text))
             except SpoolFullError as exc:
                 self.counts["spool_full"] += 1
                 text = f"episode {episode.meta.episode_id} LOST: {exc}"
                 self.get_logger().error(text)
-        self.get_logger().info(text)
+        if announce:
+            self.get_logger().info(text)
         if reset:
             self.request_reset()
         return text
@@ -240,7 +242,8 @@ class EpisodeNode(Node):
 
     def close(self) -> None:
         if self.recorder.recording:
-            self.finish("shutdown", reset=False)  # keep what was recorded: it goes to the spool
+            # keep what was recorded: it goes to the spool (ROS may be shut down already: no publishing)
+            print(self.finish("shutdown", reset=False, announce=False), flush=True)
         if self.uplink:
             self.uplink.close()
 

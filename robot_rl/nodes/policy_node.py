@@ -11,6 +11,7 @@ skipped. A new ``/instruction`` message starts a new episode for the policy.
 
 from __future__ import annotations
 
+import collections
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -37,6 +38,10 @@ DEFAULTS = {
     "chunk_length": 1,
     "control_rate_hz": 10.0,
     "max_observation_age": 0.3,
+    # The joint state of an observation is the one stamped closest to its frames, and no further off
+    # than this: with delta actions a joint state one tick off shifts the whole chunk, and the learner,
+    # which pairs frames and joints by stamp, would score an action the policy never proposed.
+    "joint_sync_tolerance_s": 0.05,
     "seed": 0,
     "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
     "instruction": "",  # initial instruction; /instruction overrides it
@@ -78,6 +83,8 @@ class PolicyNode(Node):
         self.images: dict[str, Image] = {}
         self.joints: JointState | None = None
         self.joints_at = 0.0
+        self.joint_history: collections.deque = collections.deque(maxlen=500)  # (stamp, msg): 1 s of a 500 Hz driver
+        self.joint_tolerance = float(p["joint_sync_tolerance_s"])
         self.objects: PoseArray | None = None
         self.instruction: str | None = None
         self.instruction_error = ""
@@ -145,6 +152,7 @@ class PolicyNode(Node):
 
     def on_joints(self, msg: JointState) -> None:
         self.joints, self.joints_at = msg, now_sec(self)
+        self.joint_history.append((to_sec(msg.header.stamp), msg))
 
     def on_objects(self, msg: PoseArray) -> None:
         self.objects = msg
@@ -184,7 +192,11 @@ class PolicyNode(Node):
         if self.joints is None or now - self.joints_at > self.max_age:
             return self._skip("stale joints: no recent /joint_states")
         try:
-            names, positions = joint_state_positions(self.joints, "/joint_states")
+            skew, joints = min(((abs(t - stamp), m) for t, m in self.joint_history), key=lambda x: x[0])
+            if skew > self.joint_tolerance:
+                return self._skip(f"unsynchronised joints: the nearest /joint_states is {skew * 1e3:.0f} ms from the frames "
+                                  f"(joint_sync_tolerance_s {self.joint_tolerance})")
+            names, positions = joint_state_positions(joints, "/joint_states")
             images = {c: msg_to_image(self.images[c], f"/camera/{c}/color/image_raw") for c in self.cameras}
             objects = None
             if self.policy.needs_privileged_state:

@@ -4,6 +4,7 @@ critic: train-critic, eval-critic, export-critic, critic-server; the learner loo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -35,6 +36,11 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.bench == "transport":
+        from robot_rl.transport.bench import bench_transport
+
+        bench_transport(args.json, quick=args.quick)
+        return 0
     if args.bench == "inference":
         from robot_rl.inference.bench import bench_inference
 
@@ -226,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     b.add_argument("--quick", action="store_true", help="default policy only, 20 iterations (for tests)")
     b.set_defaults(func=_bench)
+    b = bsub.add_parser("transport", help="learner link: episode ingest steps/s + ack latency, weight broadcast "
+                                          "latency to 1/4/8 robots (default policy, 100 MB model), vs plain baselines")
+    b.add_argument("--json", required=True)
+    b.add_argument("--quick", action="store_true", help="few episodes, 10 MB model, 1 and 4 subscribers (for tests)")
+    b.set_defaults(func=_bench)
 
     p = sub.add_parser("collect", help="episodes of scripted behaviours in the simulated world, in the episode format")
     p.add_argument("--out", required=True, help="dataset directory")
@@ -396,10 +407,18 @@ def _learner(args) -> int:
                 raise ValueError(f"--set {item}: '{key}' is not a top-level learner setting")
             setattr(config, key, type(getattr(config, key))(value) if not isinstance(getattr(config, key), bool)
                     else value.lower() in ("1", "true", "yes"))
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if distributed:  # under torchrun: data-parallel ranks, gradients averaged over gloo
+            import torch.distributed
+
+            torch.distributed.init_process_group(backend="gloo")
         learner = Learner(config, log_fn=logging.getLogger("robot_rl.learner").info)
     except (ValueError, FileNotFoundError, KeyFileError) as exc:
         print(f"robot-rl learner: {exc}", file=sys.stderr)
         return 2
+    if not learner.leader:
+        learner.follow()
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: learner.stop())
     try:
         learner.serve(max_updates=args.updates, progress=not args.no_progress)

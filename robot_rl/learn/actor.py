@@ -47,7 +47,9 @@ class SimActor:
                 obs = Observation(w.time, list(w.joint_names), q, instruction, images, w.object_poses())
                 chunk = self.policy.act(obs)
                 order = [chunk.joint_names.index(n) for n in w.joint_names]
-                obs_step, version, k = t, int(getattr(self.policy, "version_number", 0)), 0
+                # the chunk says which weights made it (a swap may land between act() and here)
+                version = chunk.version if chunk.version >= 0 else int(getattr(self.policy, "version_number", 0))
+                obs_step, k = t, 0
             target = chunk.positions[k][order]
             writer.add(images, q, target, w.time, extras={"policy_version": version, "obs_step": obs_step,
                                                           "chunk_step": k, "progress": w.task_progress()})

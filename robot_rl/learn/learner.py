@@ -34,8 +34,8 @@ import yaml
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
 from robot_rl.learn.bc import read_checkpoint, save_checkpoint
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
-from robot_rl.learn.ppo import (Decisions, PPOConfig, collate, episode_decisions, evaluate_rows, gae, ppo_update,
-                                step_arrays)
+from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, episode_decisions, evaluate_rows, gae,
+                                ppo_update, step_arrays)
 from robot_rl.policy.text import InstructionEncoder
 from robot_rl.policy.vla import VLAConfig, VLAModel, config_from_dict
 from robot_rl.reward.shaping import ProgressTracker, RewardConfig, progress_rewards
@@ -197,6 +197,9 @@ class Learner:
         self.queue: queue.Queue[Path] = queue.Queue()
         self.writer = None
         self.stop_event = threading.Event()
+        self.parallel = None  # data-parallel part when torch.distributed is initialised (torchrun)
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            self.parallel = DataParallel(torch.distributed.get_rank(), torch.distributed.get_world_size())
         if not self._resume():
             self.versions.add(0, self.model.state_dict())
             if config.hil.demo_replay and config.demos:
@@ -333,12 +336,14 @@ class Learner:
         adv, returns = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, self.config.ppo.gae_lambda)
         demos = self.demos if self.config.ppo.demo_coef > 0 and (self.config.hil.demo_replay or self.config.hil.human_guided) else None
         stats = ppo_update(self.model, self.optimiser, d, old, adv, returns, self.config.ppo, self._embed, demos,
-                           self.rng, reduce_gradients=_reduce_gradients())
+                           self.rng, parallel=self.parallel)
         self.updates += 1
         self.version += 1
         self.versions.add(self.version, self.model.state_dict())
         self.counters["decisions"] += len(d)
         publish_ms = None
+        if not self.leader:  # the other data-parallel ranks only compute
+            return {"update": self.updates, "version": self.version, **stats}
         if self.updates % self.config.publish_every == 0:
             publish_ms = self.publish()
         if self.updates % self.config.checkpoint_every == 0:
@@ -385,6 +390,26 @@ class Learner:
         return (time.perf_counter() - t0) * 1e3
 
     # -- the process ----------------------------------------------------------------------------
+    @property
+    def leader(self) -> bool:
+        """Rank 0 (or the only learner): it talks to the robots, publishes and checkpoints."""
+        return self.parallel is None or self.parallel.rank == 0
+
+    def _share_batch(self, paths: list[Path] | None) -> list[Path] | None:
+        """Rank 0 tells the other ranks which episodes the next update uses (None: stop). The run
+        directory must be on storage every rank can read (the same host, or a shared file system)."""
+        box = [None if paths is None else [str(p) for p in paths]]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return None if box[0] is None else [Path(p) for p in box[0]]
+
+    def follow(self) -> None:
+        """A data-parallel rank other than 0: update on the batches rank 0 shares until it stops."""
+        while True:
+            paths = self._share_batch(None)
+            if paths is None:
+                return
+            self.update([read_episode(p) for p in paths])
+
     def serve(self, max_updates: int | None = None, progress: bool = True) -> None:
         """Receive episodes and update until ``max_updates`` or :meth:`stop`."""
         from robot_rl.transport.links import EpisodeInbox, WeightsPublisher
@@ -405,6 +430,7 @@ class Learner:
 
             bar = tqdm(total=max_updates, desc="updates", unit="update", dynamic_ncols=True)
         batch: list[Episode] = []
+        paths: list[Path] = []
         try:
             while not self.stop_event.is_set() and (max_updates is None or self.updates < max_updates):
                 try:
@@ -421,9 +447,12 @@ class Learner:
                     self.used.append(episode.meta.episode_id)
                     continue
                 batch.append(episode)
+                paths.append(path)
                 if len(batch) >= self.config.episodes_per_update:
+                    if self.parallel is not None:
+                        self._share_batch(paths)
                     row = self.update(batch)
-                    batch = []
+                    batch, paths = [], []
                     if bar is not None and row:
                         bar.update(1)
                         bar.set_postfix(version=row["version"], ret=f"{row['return']:.2f}", success=f"{row['success']:.2f}",
@@ -431,6 +460,8 @@ class Learner:
         finally:
             if bar is not None:
                 bar.close()
+            if self.parallel is not None:
+                self._share_batch(None)  # the other ranks stop too
             self.close()
 
     def stop(self) -> None:
@@ -451,18 +482,3 @@ def _subset(d: Decisions, rows: np.ndarray) -> Decisions:
     return Decisions({c: v[rows] for c, v in d.images.items()}, d.joints[rows], [d.instructions[i] for i in rows],
                      d.actions[rows], d.mask[rows], d.version[rows], d.rewards[rows], d.discounts[rows], d.terminal[rows],
                      d.episode[rows], {})
-
-
-def _reduce_gradients():
-    """Average gradients over data-parallel learners when torch.distributed is initialised."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None
-    world = torch.distributed.get_world_size()
-
-    def reduce(model: torch.nn.Module) -> None:
-        for p in model.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= world
-
-    return reduce

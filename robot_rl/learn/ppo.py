@@ -201,11 +201,39 @@ def evaluate_rows(model: VLAModel, d: Decisions, embed, batch: int = 128) -> tup
     return np.concatenate(lps), np.concatenate(vals)
 
 
+class DataParallel:
+    """This learner's part in data-parallel training (torch.distributed, e.g. under ``torchrun``).
+
+    Every rank holds the same decisions and draws the same minibatches (same seed); each computes the
+    loss on its slice ``rows[rank::world]`` of every minibatch, and the gradients are averaged before
+    the step, so all ranks take identical steps (their weights stay equal) and the update equals one
+    learner's on the whole minibatch. The KL that stops an update early is averaged too, so every rank
+    stops at the same minibatch."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def slice(self, rows: np.ndarray) -> np.ndarray:
+        return rows[self.rank::self.world]
+
+    def reduce_gradients(self, model: torch.nn.Module) -> None:
+        for p in model.parameters():
+            if p.grad is None:  # a rank with nothing to do this minibatch still joins every all-reduce
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def mean(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return float(t.item()) / self.world
+
+
 def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, old_log_prob: np.ndarray,
                advantages: np.ndarray, returns: np.ndarray, config: PPOConfig, embed, demos=None,
-               generator: np.random.Generator | None = None, reduce_gradients=None) -> dict:
+               generator: np.random.Generator | None = None, parallel: DataParallel | None = None) -> dict:
     """Epochs of minibatch PPO (plus the demo NLL term); returns the mean metrics of the update.
-    ``reduce_gradients(model)`` averages gradients across data-parallel learners (None: one learner)."""
+    ``parallel``: this rank's part in data-parallel training (None: one learner)."""
     rng = generator or np.random.default_rng(0)
     adv = advantages
     if config.normalise_advantages and len(adv) > 1:
@@ -216,24 +244,41 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
     for _ in range(config.epochs):
         order = rng.permutation(len(d))
         for start in range(0, len(d), config.minibatch_size):
-            rows = order[start:start + config.minibatch_size]
-            log_prob, value, entropy = chunk_log_prob(model, *tensors(d, rows, embed))
-            log_ratio = log_prob - torch.from_numpy(old_log_prob[rows])
-            ratio = log_ratio.exp()
-            a = torch.from_numpy(adv[rows])
-            policy_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip)).mean()
-            value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]))
-            loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
+            batch = order[start:start + config.minibatch_size]
+            rows = parallel.slice(batch) if parallel is not None else batch
+            # each term is weighted by this rank's share of its rows, so the averaged gradient is the
+            # whole minibatch's mean even when the slices differ in size (world * share sums to 1 over ranks)
+            world = parallel.world if parallel is not None else 1
+            optimiser.zero_grad(set_to_none=True)
+            loss = None
+            if len(rows):
+                log_prob, value, entropy = chunk_log_prob(model, *tensors(d, rows, embed))
+                log_ratio = log_prob - torch.from_numpy(old_log_prob[rows])
+                ratio = log_ratio.exp()
+                a = torch.from_numpy(adv[rows])
+                policy_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip)).mean()
+                value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]))
+                ppo_loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
+                loss = ppo_loss * (world * len(rows) / len(batch))
             if demos is not None and config.demo_coef > 0 and len(demos):
-                nll = demo_nll(model, *demos.sample(config.demo_batch_size, rng, embed))
-                loss = loss + config.demo_coef * nll
-                stats["demo_nll"].append(nll.item())
-            optimiser.zero_grad()
-            loss.backward()
-            if reduce_gradients is not None:
-                reduce_gradients(model)
+                sample = demos.sample(config.demo_batch_size, rng, embed)  # every rank draws the same
+                drawn = len(sample[1])
+                if parallel is not None:
+                    sample = tuple({k: v[parallel.rank::world] for k, v in x.items()} if isinstance(x, dict)
+                                   else x[parallel.rank::world] for x in sample)
+                if len(sample[1]):
+                    nll = demo_nll(model, *sample)
+                    term = config.demo_coef * nll * (world * len(sample[1]) / drawn)
+                    loss = term if loss is None else loss + term
+                    stats["demo_nll"].append(nll.item())
+            if loss is not None:
+                loss.backward()
+            if parallel is not None:
+                parallel.reduce_gradients(model)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimiser.step()
+            if not len(rows):
+                continue
             with torch.no_grad():
                 approx_kl = ((ratio - 1) - log_ratio).mean().item()  # the k3 estimator, always >= 0
                 stats["approx_kl"].append(approx_kl)
@@ -241,7 +286,11 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
             stats["policy_loss"].append(policy_loss.item())
             stats["value_loss"].append(value_loss.item())
             stats["entropy"].append(entropy.mean().item())
-        if config.target_kl and np.mean(stats["approx_kl"][-max(1, len(d) // config.minibatch_size):]) > config.target_kl:
+        recent = stats["approx_kl"][-max(1, len(d) // config.minibatch_size):]
+        kl = float(np.mean(recent)) if recent else 0.0
+        if parallel is not None:
+            kl = parallel.mean(kl)
+        if config.target_kl and kl > config.target_kl:
             stopped_early = True
             break
     model.eval()

@@ -136,6 +136,11 @@ class VLAPolicy(Policy):
     def version_number(self) -> int:
         return self._running[1]
 
+    @version_number.setter
+    def version_number(self, version: int) -> None:
+        """Label the running weights (e.g. an export that is a learner's version N)."""
+        self._running = (self._running[0], int(version))
+
     def close(self) -> None:
         self.backend.close()
 

@@ -117,7 +117,8 @@ class EpisodeUplink:
                 self._reconnect(f"no authenticated connection within {self.ack_timeout:.1f} s (learner down, "
                                 "unreachable, or it refuses this robot's key)")
             elif not self.in_flight:
-                self.wake.wait(0.2)
+                # waiting for the handshake to finish: look again soon; idle: wait for notify()
+                self.wake.wait(0.01 if self.blocked_since else 0.2)
                 self.wake.clear()
 
     def _send_more(self) -> None:

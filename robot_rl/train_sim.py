@@ -69,12 +69,15 @@ def prepare(config: TrainSimConfig) -> tuple[Path, dict[str, str]]:
         if learner.get(key) and not Path(learner[key]).is_absolute() and not Path(learner[key]).exists():
             learner[key] = str(data_path(*Path(learner[key]).parts))
     learner.update(config.learner_set)
+    hil = learner.get("hil") or {}
     learner_file = run / "learner.yaml"
     learner_file.write_text(yaml.safe_dump({"learner": learner}, sort_keys=False))
     args = {"run_dir": str(run), "learner_config": str(learner_file),
             "episodes_address": f"tcp://127.0.0.1:{ports[0]}", "weights_address": f"tcp://127.0.0.1:{ports[1]}",
             "task": config.task, "seed": str(config.seed), "policy_path": str(Path(learner["policy"]).resolve())
-            if Path(learner["policy"]).is_dir() else "", **{k: str(v) for k, v in config.launch_args.items()}}
+            if Path(learner["policy"]).is_dir() else "",
+            "return_and_explore": str(bool(hil.get("return_and_explore", False))).lower(),
+            **{k: str(v) for k, v in config.launch_args.items()}}
     return run, args
 
 

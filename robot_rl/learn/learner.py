@@ -48,7 +48,9 @@ class HILConfig:
     """VLAC's graded human-in-the-loop protocol, each part switchable."""
 
     demo_replay: bool = True  # (1) demonstrations preloaded into the demo buffer, NLL next to PPO
-    return_and_explore: bool = False  # (2) resets to failure states: done by the actors (sim), see docs
+    # (2) resets to states where the policy needed help: the actors do it (sim: the sim bridge's failure
+    # state bank, switched on by robot-rl train --sim from this flag; a robot: the operator's resets)
+    return_and_explore: bool = False
     human_guided: bool = True  # (3) steps a human commanded go to the demo buffer, never the PPO ratio
 
 
@@ -163,9 +165,6 @@ def episode_rewards(episode: Episode, config: RewardConfig) -> tuple[np.ndarray,
 
 class Learner:
     def __init__(self, config: LearnerConfig, critic=None, log_fn=None):
-        if config.hil.return_and_explore:
-            raise ValueError("hil.return_and_explore: resets to saved failure states are not built yet "
-                             "(docs/learner.md); set it to false")
         if config.reward_from not in ("critic", "episode"):
             raise ValueError(f"reward_from '{config.reward_from}': expected 'critic' or 'episode'")
         self.config = config

@@ -3,7 +3,8 @@
 Publishes ``/camera/<cam>/color/image_raw`` + ``camera_info``, ``/joint_states``, ``/clock`` and
 (simulation only) ``/sim/object_poses``, ``/sim/success``, ``/sim/status``; executes
 ``/robot/command`` (std_msgs/Float64MultiArray of joint position targets, the ros2_control forward
-position controller's format); serves ``/sim/reset``.
+position controller's format); serves ``/sim/reset``. With ``return_and_explore`` it saves the world
+whenever ``/teleop/engaged`` rises and resets into saved states (:mod:`robot_rl.sim.failure_states`).
 
 The world steps on its own thread at ``control_rate_hz``, paced to the wall clock when
 ``real_time_factor`` is 1 (stamps are then the wall time at publication, like a camera driver that
@@ -49,6 +50,13 @@ DEFAULTS = {
     # after a reset, /robot/command is ignored this long: commands still in flight from the previous
     # episode would otherwise drag the reset arm back toward their targets
     "reset_settle_s": 0.15,
+    # Return-and-explore (VLAC's HIL stage 2): save the world when the human takes over
+    # (/teleop/engaged rises) and start a reset from a saved state with this probability.
+    "return_and_explore": False,
+    "return_probability": 0.5,
+    "failure_states_dir": "failure_states",
+    "failure_states_capacity": 50,
+    "failure_state_uses": 3,
 }
 
 
@@ -100,6 +108,14 @@ class SimBridgeNode(Node):
         self.create_subscription(Float64MultiArray, "/robot/command", self.on_command, qos.COMMAND)
         self.create_subscription(String, "/instruction", self.on_instruction, qos.LATCHED)
         self.create_service(Trigger, "/sim/reset", self.on_reset)
+        self.failure_states = None
+        self.engaged = False
+        if p["return_and_explore"]:
+            from robot_rl.sim.failure_states import FailureStates
+
+            self.failure_states = FailureStates(p["failure_states_dir"], int(p["failure_states_capacity"]),
+                                                int(p["failure_state_uses"]), seed=int(p["seed"]))
+            self.create_subscription(Bool, "/teleop/engaged", self.on_engaged, qos.COMMAND)
         self.create_timer(1.0, self.publish_status)
 
         self.in_sim_thread(lambda: self._reset_locked(self.seed))
@@ -142,9 +158,40 @@ class SimBridgeNode(Node):
             raise box["error"]
         return box.get("value")
 
+    def on_engaged(self, msg: Bool) -> None:
+        """The human just took over: where the policy stands now is worth returning to."""
+        rising = msg.data and not self.engaged
+        self.engaged = msg.data
+        if rising:
+            def save():
+                with self.lock:
+                    return self.failure_states.add(self.world.snapshot())
+
+            path = self.in_sim_thread(save)
+            self.get_logger().info(f"failure state saved: {path.name} ({len(self.failure_states)} in the bank)")
+
+    def _restore_locked(self) -> str | None:
+        """Return-and-explore: start from a saved failure state (with the configured probability)."""
+        bank = self.failure_states
+        if bank is None or bank.rng.random() >= float(self.p["return_probability"]):
+            return None
+        picked = bank.sample()
+        if picked is None:
+            return None
+        name, state = picked
+        self.world.restore(state)
+        self.command = self.world.hold_command()
+        self.ignore_commands_until = time.monotonic() + float(self.p["reset_settle_s"])
+        if self.p["announce_instruction"] and self.world.task_name is not None:
+            self.instruction_pub.publish(String(data=TASKS[self.world.task_name].instruction))
+        return f"restored failure state {name} task={self.world.task_name}"
+
     def on_reset(self, request, response):
         def reset():
             with self.lock:
+                restored = self._restore_locked()
+                if restored:
+                    return restored
                 self.seed += 1
                 self.task_index += 1
                 return self._reset_locked(self.seed)
@@ -259,6 +306,9 @@ class SimBridgeNode(Node):
                 "publish_ms_p99": round(self.publish_ms.percentile(99), 3),
                 "rejected_commands": self.bad_commands,
             }
+            if self.failure_states is not None:
+                values.update(failure_states=len(self.failure_states), failure_states_saved=self.failure_states.saved,
+                              failure_states_restored=self.failure_states.restored)
         level = "warn" if self.bad_commands else "ok"
         self.status_pub.publish(diagnostics_msg("sim_bridge", level, f"task {values['task']}", values, time.time()))
 

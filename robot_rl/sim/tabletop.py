@@ -90,6 +90,31 @@ class TabletopWorld(World):
         self._pressed = False
         self._start = self._progress_distances()
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {"task": np.array(self.task_name or ""), "seed": np.array(self.seed if self.seed is not None else -1),
+                "qpos": self.data.qpos.copy(), "qvel": self.data.qvel.copy(), "ctrl": self.data.ctrl.copy(),
+                "pad": self.model.body("pad").pos.copy(), "button": self.model.body("button").pos.copy(),
+                "pressed": np.array(self._pressed)}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in (("qpos", self.data.qpos), ("qvel", self.data.qvel), ("ctrl", self.data.ctrl)):
+            if np.shape(state.get(key)) != value.shape:
+                raise ValueError(f"saved state '{key}' has shape {np.shape(state.get(key))}, this scene needs {value.shape}")
+        mujoco.mj_resetData(self.model, self.data)
+        if str(state["task"]):
+            self._task = get_task(str(state["task"]))
+        self.seed = int(state["seed"])
+        self.model.body("pad").pos[:] = state["pad"]
+        self.model.body("button").pos[:] = state["button"]
+        self.data.qpos[:], self.data.qvel[:], self.data.ctrl[:] = state["qpos"], state["qvel"], state["ctrl"]
+        mujoco.mj_forward(self.model, self.data)
+        self._pressed = bool(state["pressed"])
+        self._start = self._progress_distances()  # progress counts from where this episode begins
+
+    def hold_command(self) -> np.ndarray:
+        """The command that keeps the arm where it is (after a reset or a restore)."""
+        return self.data.ctrl.copy()
+
     @property
     def task(self) -> Task | None:
         return self._task

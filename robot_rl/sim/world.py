@@ -101,6 +101,14 @@ class World(ABC):
         """Change the task whose success is evaluated, without resetting the scene."""
         raise NotImplementedError(f"{type(self).__name__} has no tasks")
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The whole simulator state as named arrays, for :meth:`restore` (return-and-explore)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save its state")
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Start a new episode from a :meth:`snapshot` (the episode clock starts again at 0)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a saved state")
+
     def close(self) -> None:
         pass
 

@@ -61,3 +61,42 @@ def test_two_gloo_ranks_under_torchrun_match_one_learner(tmp_path, tiny_export, 
     assert step > 1e-2 and off < 0.02 * step, (step, off)
     # only rank 0 publishes and checkpoints
     assert (tmp_path / "ddp" / "run" / "checkpoint.pt").is_file()
+
+
+def test_robot_rl_learner_under_torchrun_serves_robots_from_rank_0(tmp_path, tiny_export, tiny_critic, learner_keys):  # noqa: F811
+    """The real command: rank 0 takes episodes over CurveZMQ and shares each batch, rank 1 follows."""
+    import yaml
+
+    from robot_rl.transport.links import EpisodeUplink
+    from robot_rl.transport.security import ClientKeys
+    from robot_rl.transport.spool import Spool
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ports = free_port(), free_port()
+    config = learner_config(tmp_path, tiny_export, tiny_critic, learner_keys,
+                            bind_episodes=f"tcp://127.0.0.1:{ports[0]}", bind_weights=f"tcp://127.0.0.1:{ports[1]}")
+    from dataclasses import asdict
+
+    (tmp_path / "learner.yaml").write_text(yaml.safe_dump({"learner": asdict(config)}))
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                             "127.0.0.1", "--master-port", str(free_port()), "-m", "robot_rl.cli", "learner", "--config",
+                             str(tmp_path / "learner.yaml"), "--updates", "2", "--no-progress"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    spool = Spool(tmp_path / "spool")
+    for e in sim_episodes(tiny_export, 4):
+        spool.put(e)
+    uplink = EpisodeUplink(spool, config.bind_episodes, ClientKeys(str(learner_keys / "robot1.key_secret"),
+                                                                   str(learner_keys / "learner.key")), "robot1").start()
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        uplink.close()
+    assert proc.returncode == 0, out[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["version"] for r in rows] == [1, 2]  # one metrics row per update: rank 1 records nothing
+    assert (tmp_path / "run" / "weights" / "v2.safetensors").is_file() and uplink.acked == 4

@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arg", action="append", metavar="NAME:=VALUE", help="launch argument, e.g. human_threshold:=0.5")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--until-version", type=int, default=0,
+                   help="also run until an episode acted by learner weights of at least this version arrives")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("learner", help="the asynchronous PPO learner: episodes in over ZeroMQ, weights out (no ROS)")
@@ -377,7 +379,7 @@ def _train(args) -> int:
         config = TrainSimConfig(episodes=args.episodes, run_dir=args.run_dir, task=args.task,
                                 episodes_per_update=args.episodes_per_update, learner_config=args.learner_config,
                                 learner_set=learner_set, launch_args=parse_overrides(args.arg or []),
-                                timeout_s=args.timeout, seed=args.seed)
+                                timeout_s=args.timeout, seed=args.seed, until_version=args.until_version)
         report = train_sim(config, args.json)
     except (LaunchError, ValueError, FileNotFoundError) as exc:
         print(f"robot-rl train: {exc}", file=sys.stderr)

@@ -6,8 +6,9 @@ keys and ``reward_from: episode``), then runs ``launch/train_sim_launch.yaml``: 
 policy exploring and taking published weights, safety, the simulated human, the progress critic, the
 episode recorder and the learner. It follows the learner's run directory and prints each episode the
 learner receives (ground-truth success, for reporting only; the learner learns from the critic's
-reward) and each update, until ``episodes`` episodes have arrived and the learner has updated on all
-full batches of them; then it stops every process and writes the JSON report. A run directory that already holds a learner checkpoint resumes.
+reward) and each update, until ``episodes`` episodes have arrived, the learner has updated on all
+full batches of them and (``until_version``) the policy has acted with a learnt version; then it
+stops every process and writes the JSON report. A run directory with a learner checkpoint resumes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class TrainSimConfig:
     launch_args: dict = field(default_factory=dict)  # extra launch arguments (name -> value)
     timeout_s: float = 3600.0
     seed: int = 0
+    until_version: int = 0  # also run until an episode acted by a learner version >= this arrives
 
 
 def free_port() -> int:
@@ -86,7 +88,8 @@ def _received(learner_dir: Path) -> list[Path]:
     for sub in ("inbox", "episodes"):
         if (learner_dir / sub).is_dir():
             found += list_episodes(learner_dir / sub)
-    return found
+    # ids begin with their creation time; an episode can move from inbox/ to episodes/ between scans
+    return sorted(found, key=lambda p: p.name)
 
 
 def train_sim(config: TrainSimConfig, json_path: str | None = None, echo=print) -> dict:
@@ -103,7 +106,8 @@ def train_sim(config: TrainSimConfig, json_path: str | None = None, echo=print) 
     with open(log_path, "a") as log, LaunchRunner(nodes, out=log) as runner:
         learned = 0  # episodes the learner has used in updates
         full_batches = (config.episodes // config.episodes_per_update) * config.episodes_per_update
-        while len(seen) < config.episodes or learned < full_batches:
+        newest_acted = -1
+        while len(seen) < config.episodes or learned < full_batches or newest_acted < config.until_version:
             ended = runner.poll()
             if ended is not None:
                 failure = f"'{ended}' stopped (see {log_path})"
@@ -121,6 +125,7 @@ def train_sim(config: TrainSimConfig, json_path: str | None = None, echo=print) 
                        "intervention_rate": round(x.get("intervened_steps", 0) / max(1, meta.length), 3),
                        "t_s": round(time.monotonic() - start, 1)}
                 seen[path.name] = row
+                newest_acted = max([newest_acted, *row["policy_versions"]])
                 recent = [r["success"] for r in list(seen.values())[-10:]]
                 echo(f"episode {row['episode']:4d} {meta.task:12s} {'SUCCESS' if row['success'] else 'failure'}  "
                      f"{row['outcome']:>11s}  policy v{row['policy_versions'][-1] if row['policy_versions'] else '-'}  "

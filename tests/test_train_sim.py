@@ -10,13 +10,17 @@ from robot_rl.cli import main
 def test_train_sim_runs_the_whole_loop_and_the_policy_runs_learnt_weights(tmp_path, capsys):
     report_path = tmp_path / "train.json"
     code = main(["train", "--sim", "--episodes", "6", "--episodes-per-update", "2", "--run-dir", str(tmp_path / "run"),
-                 "--json", str(report_path), "--timeout", "400", "--arg", "max_duration_s:=5.0"])
+                 "--json", str(report_path), "--timeout", "400", "--arg", "max_duration_s:=5.0",
+                 "--until-version", "1"])
     out = capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert code == 0, (report["failure"], out[-3000:])
     assert report["processes_left"] == [] and report["failure"] == ""
     assert len(report["episodes"]) >= 6 and len(report["updates"]) >= 3
     assert [u["version"] for u in report["updates"]][:3] == [1, 2, 3]
+    # versions never run backwards within the stream of episodes (each episode's newest version)
+    newest = [max(e["policy_versions"]) for e in report["episodes"] if e["policy_versions"]]
+    assert newest == sorted(newest)
     # weights went down the wire and the policy acted with them (versions recorded per step)
     acted = {v for e in report["episodes"] for v in e["policy_versions"]}
     assert max(acted) >= 1, report["episodes"]

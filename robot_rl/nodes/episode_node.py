@@ -29,7 +29,7 @@ from robot_rl.data.recorder import EpisodeRecorder, RecorderConfig
 from robot_rl.paths import data_path
 from robot_rl.policy.vla_policy import resize_rgb
 from robot_rl.ros import qos
-from robot_rl.ros.conversions import (diagnostics_msg, joint_state_positions, msg_to_chunk, msg_to_image, to_sec)
+from robot_rl.ros.conversions import diagnostics_msg, msg_to_chunk, msg_to_image, ordered_joint_positions, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
 from robot_rl.safety.limits import load_robot_limits
 from robot_rl.sim.tasks import TASKS, UnknownTaskError, get_task
@@ -117,11 +117,9 @@ class EpisodeNode(Node):
 
     def on_joints(self, msg: JointState) -> None:
         try:
-            names, positions = joint_state_positions(msg, "/joint_states")
-            index = {n: i for i, n in enumerate(names)}
-            self.recorder.on_joints(to_sec(msg.header.stamp), positions[[index[n] for n in self.joint_names]])
-        except (ValueError, KeyError) as exc:
-            self._warn(f"/joint_states: {exc}")
+            self.recorder.on_joints(to_sec(msg.header.stamp), ordered_joint_positions(msg, self.joint_names, "/joint_states"))
+        except ValueError as exc:
+            self._warn(str(exc))
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         try:
@@ -131,11 +129,9 @@ class EpisodeNode(Node):
 
     def on_executed(self, msg: JointState) -> None:
         try:
-            names, positions = joint_state_positions(msg, "/safety/command")
-            index = {n: i for i, n in enumerate(names)}
-            ordered = positions[[index[n] for n in self.joint_names]]
-        except (ValueError, KeyError) as exc:
-            return self._warn(f"/safety/command: {exc}")
+            ordered = ordered_joint_positions(msg, self.joint_names, "/safety/command")
+        except ValueError as exc:
+            return self._warn(str(exc))
         source = msg.header.frame_id or "unknown"
         outcome = self.recorder.on_executed(ordered, source, to_sec(msg.header.stamp), now_sec(self))
         if outcome is not None:

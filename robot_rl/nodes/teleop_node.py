@@ -27,11 +27,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.paths import data_path
 from robot_rl.ros import qos
-from robot_rl.ros.conversions import (diagnostics_msg, joint_state_msg, joint_state_positions, msg_to_chunk,
-                                      msg_to_poses)
+from robot_rl.ros.conversions import (diagnostics_msg, in_joint_order, joint_state_msg, msg_to_chunk, msg_to_poses,
+                                      ordered_joint_positions)
 from robot_rl.ros.node_utils import declare, now_sec, run_node
 from robot_rl.safety.limits import load_robot_limits
-from robot_rl.teleop.base import _REGISTRY, TeleopContext, TeleopController, make_device
+from robot_rl.teleop.base import TeleopContext, TeleopController, device_config_class, device_types, make_device
 
 DEFAULTS = {
     "device": "joy",  # joy | keyboard | spacemouse | leader_arm | scripted
@@ -41,14 +41,6 @@ DEFAULTS = {
 }
 
 
-def reorder(values: np.ndarray, names: list[str], order: list[str], what: str) -> np.ndarray:
-    index = {n: i for i, n in enumerate(names)}
-    missing = [n for n in order if n not in index]
-    if missing:
-        raise ValueError(f"{what}: missing joints {missing}")
-    return np.asarray(values, np.float64)[[index[n] for n in order]]
-
-
 class TeleopNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("teleop", **kwargs)
@@ -56,9 +48,9 @@ class TeleopNode(Node):
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         self.joint_names = list(limits.joint_names)
         kind = p["device"]
-        if kind not in _REGISTRY:
-            raise ValueError(f"teleop_node parameter 'device' = '{kind}': expected one of {sorted(_REGISTRY)}")
-        _, config_cls = _REGISTRY[kind]()
+        if kind not in device_types():
+            raise ValueError(f"teleop_node parameter 'device' = '{kind}': expected one of {device_types()}")
+        config_cls = device_config_class(kind)
         fields = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                   for f in dataclasses.fields(config_cls)}
         if "control_rate_hz" in fields:
@@ -92,8 +84,7 @@ class TeleopNode(Node):
 
     def _read_joints(self, msg: JointState, topic: str) -> np.ndarray | None:
         try:
-            names, positions = joint_state_positions(msg, topic)
-            return reorder(positions, names, self.joint_names, topic)
+            return ordered_joint_positions(msg, self.joint_names, topic)
         except ValueError as exc:
             self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
             return None
@@ -107,8 +98,8 @@ class TeleopNode(Node):
     def on_trajectory(self, msg: JointTrajectory) -> None:
         try:
             self.chunk = msg_to_chunk(msg, "/policy/trajectory")
-            self.chunk_positions = reorder(self.chunk.positions.T, self.chunk.joint_names, self.joint_names,
-                                           "/policy/trajectory").T
+            self.chunk_positions = in_joint_order(self.chunk.joint_names, self.chunk.positions, self.joint_names,
+                                                  "/policy/trajectory")
         except ValueError as exc:
             self.chunk = None
             self.get_logger().warning(str(exc), throttle_duration_sec=2.0)

@@ -106,6 +106,21 @@ def joint_state_positions(msg: JointState, topic: str = "joint_states") -> tuple
     return list(msg.name), np.asarray(msg.position, dtype=np.float64)
 
 
+def in_joint_order(names: list[str], values: np.ndarray, order: list[str], what: str) -> np.ndarray:
+    """``values`` (last axis named by ``names``) rearranged to ``order``; ValueError naming what is missing."""
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in order if n not in index]
+    if missing:
+        raise ValueError(f"{what}: missing joints {missing} (has {list(names)})")
+    return np.asarray(values, np.float64)[..., [index[n] for n in order]]
+
+
+def ordered_joint_positions(msg: JointState, order: list[str], topic: str) -> np.ndarray:
+    """A JointState's positions in ``order`` (the robot limits file's joint order)."""
+    names, positions = joint_state_positions(msg, topic)
+    return in_joint_order(names, positions, order, topic)
+
+
 VERSION_PREFIX = "policy_v"
 
 

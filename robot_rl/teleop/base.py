@@ -89,6 +89,13 @@ def device_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def device_config_class(type_name: str) -> type:
+    """The config dataclass of a device type (its fields are the device's options)."""
+    if type_name not in _REGISTRY:
+        raise ValueError(f"unknown teleop device '{type_name}': expected one of {device_types()}")
+    return _REGISTRY[type_name]()[1]
+
+
 def make_device(type_name: str, joint_names: list[str], options: dict[str, Any] | None = None) -> TeleopDevice:
     """A device of ``type_name`` for a robot with ``joint_names``; ``options`` fill its config dataclass."""
     if type_name not in _REGISTRY:

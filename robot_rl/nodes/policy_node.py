@@ -85,6 +85,8 @@ class PolicyNode(Node):
         self.joints_at = 0.0
         self.joint_history: collections.deque = collections.deque(maxlen=500)  # (stamp, msg): 1 s of a 500 Hz driver
         self.joint_tolerance = float(p["joint_sync_tolerance_s"])
+        self.pending_set: tuple[float, dict] | None = None  # (stamp, image messages) waiting for joints
+        self.joint_waits = 0  # frame sets that arrived before their joint state
         self.objects: PoseArray | None = None
         self.instruction: str | None = None
         self.instruction_error = ""
@@ -152,7 +154,15 @@ class PolicyNode(Node):
 
     def on_joints(self, msg: JointState) -> None:
         self.joints, self.joints_at = msg, now_sec(self)
-        self.joint_history.append((to_sec(msg.header.stamp), msg))
+        stamp = to_sec(msg.header.stamp)
+        self.joint_history.append((stamp, msg))
+        if self.pending_set is not None:  # a frame set was waiting for its joint state
+            frames_at, image_msgs = self.pending_set
+            if stamp >= frames_at - self.joint_tolerance:
+                if now_sec(self) - frames_at > self.max_age:
+                    self.pending_set = None
+                    return self._skip("stale joints: the frames' joint state came too late")
+                self._observe(frames_at, image_msgs)
 
     def on_objects(self, msg: PoseArray) -> None:
         self.objects = msg
@@ -191,13 +201,23 @@ class PolicyNode(Node):
             return self._skip("no instruction" + (f": {self.instruction_error}" if self.instruction_error else ""))
         if self.joints is None or now - self.joints_at > self.max_age:
             return self._skip("stale joints: no recent /joint_states")
+        self._observe(stamp, {c: self.images[c] for c in self.cameras})
+
+    def _observe(self, stamp: float, image_msgs: dict[str, Image]) -> None:
+        """Act on a complete frame set with the joint state stamped nearest to it. When that joint
+        state has not arrived yet (topics are not delivered in order), wait for it: on_joints resumes."""
+        self.pending_set = None
         try:
             skew, joints = min(((abs(t - stamp), m) for t, m in self.joint_history), key=lambda x: x[0])
             if skew > self.joint_tolerance:
+                if max(t for t, _ in self.joint_history) < stamp:
+                    self.pending_set = (stamp, image_msgs)
+                    self.joint_waits += 1
+                    return None
                 return self._skip(f"unsynchronised joints: the nearest /joint_states is {skew * 1e3:.0f} ms from the frames "
                                   f"(joint_sync_tolerance_s {self.joint_tolerance})")
             names, positions = joint_state_positions(joints, "/joint_states")
-            images = {c: msg_to_image(self.images[c], f"/camera/{c}/color/image_raw") for c in self.cameras}
+            images = {c: msg_to_image(image_msgs[c], f"/camera/{c}/color/image_raw") for c in self.cameras}
             objects = None
             if self.policy.needs_privileged_state:
                 if self.objects is None:
@@ -239,7 +259,7 @@ class PolicyNode(Node):
         values = {
             "policy": self.policy.name,
             "model_version": self.policy.version,
-            "policy_version": int(getattr(self.policy, "version_number", 0)),
+            "policy_version": int(getattr(self.policy, "version_number", 0)), "joint_waits": self.joint_waits,
             **({"weights_received": self.weights.received, "weights_errors": self.weights.errors,
                 "last_weights_error": self.weights.last_error,
                 "weights_latency_ms_p50": round(self.weights.latency_ms.percentile(50), 3)} if self.weights else {}),

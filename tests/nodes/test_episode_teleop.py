@@ -54,7 +54,11 @@ def test_episodes_record_policy_decisions_and_human_takeovers_into_the_spool(ros
     for ep in episodes:
         assert ep.meta.cameras == cams and ep.images["front"].shape[1:] == (24, 32, 3)
         assert ep.meta.extra["robot"] == "sim1" and ep.meta.task == "reach_cube"
-        assert 20 <= len(ep) <= 40  # 3 s at 10 Hz, give or take the edges
+        gaps = np.diff(ep.stamps)
+        # 3 s at 10 Hz; the first episode may lose its first second to the policy's first (slow) inference
+        # in this one-process graph, which holds up the safety node's timer too
+        assert 12 <= len(ep) <= 40, (len(ep), gaps.round(2).tolist())
+        assert gaps.min() >= 0.05 - 1e-3  # never two steps within half a period
         version, obs, chunk = (np.rint(ep.extras[k]).astype(int) for k in ("policy_version", "obs_step", "chunk_step"))
         policy = version >= 0
         assert policy.any() and (version[policy] == 0).all()

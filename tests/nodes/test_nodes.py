@@ -40,7 +40,8 @@ def ros():
 
     thread.start()
     yield add
-    executor.shutdown(timeout_sec=1.0)
+    executor.shutdown(timeout_sec=5.0)
+    thread.join(timeout=5.0)  # the spin thread must be out of its wait set before the context goes
     for node in nodes:
         getattr(node, "close", lambda: None)()
         node.destroy_node()

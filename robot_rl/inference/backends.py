@@ -112,14 +112,14 @@ class OnnxRuntimeBackend(InferenceBackend):
     PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
     def __init__(self, export_dir: str | Path, metadata: dict | None = None, providers: list[str] | None = None,
-                 threads: int = 0):
+                 threads: int = 0, model_bytes: bytes | None = None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendError("onnxruntime is not installed (pip install onnxruntime, or .[gpu] for CUDA)") from exc
         super().__init__(metadata or read_metadata(export_dir))
         path = Path(export_dir) / self.metadata.get("onnx_file", "policy.onnx")
-        if not path.is_file():
+        if model_bytes is None and not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
         available = ort.get_available_providers()
         chosen = providers or [p for p in self.PREFERENCE if p in available]
@@ -127,7 +127,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        # model_bytes: the graph in memory (learner weights patched into the export's graph)
+        self.session = ort.InferenceSession(model_bytes if model_bytes is not None else str(path), options,
+                                            providers=chosen)
         self.device = self.session.get_providers()[0]
         _check_graph_against_metadata(self.session, self.metadata, str(path))
 

@@ -119,7 +119,8 @@ class VLAPolicy(Policy):
         if ours is None or architecture_fingerprint(model_config) != architecture_fingerprint(ours):
             raise ValueError(f"weights v{version} are for another architecture than the running policy {self.path} "
                              "(different cameras, image size, joints, chunk length or layer sizes): not loaded")
-        backend = backend_from_weights(self.backend_kind, self.metadata, model_config, safetensors_bytes, version, workdir)
+        backend = backend_from_weights(self.backend_kind, self.metadata, model_config, safetensors_bytes, version, workdir,
+                                       export_dir=self.path)
         retired = self.backend
         self._running = (backend, int(version))
         self.version = f"{self.metadata.get('model_version', 'export')}+learner-v{version}"

@@ -36,6 +36,7 @@ import numpy as np
 
 from robot_rl.data.episodes import Episode, EpisodeMeta, EpisodeWriter, new_episode_id
 from robot_rl.policy.base import ActionChunk
+from robot_rl.safety.limits import in_joint_order
 
 NOT_POLICY = -1
 
@@ -106,11 +107,7 @@ class EpisodeRecorder:
             self.joints.popitem(last=False)
 
     def on_chunk(self, chunk: ActionChunk) -> None:
-        index = {n: i for i, n in enumerate(chunk.joint_names)}
-        missing = [n for n in self.config.joint_names if n not in index]
-        if missing:
-            raise ValueError(f"/policy/trajectory: chunk lacks joints {missing}")
-        positions = chunk.positions[:, [index[n] for n in self.config.joint_names]]
+        positions = in_joint_order(chunk.joint_names, chunk.positions, self.config.joint_names, "/policy/trajectory")
         self._keep(self.chunks, chunk.stamp, (positions, chunk.version))
 
     def on_reward(self, delta: float, done_prob: float) -> Outcome | None:

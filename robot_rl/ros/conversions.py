@@ -16,6 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robot_rl.policy.base import ActionChunk
+from robot_rl.safety.limits import in_joint_order
 from robot_rl.sim.world import CameraModel, ObjectPose
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
@@ -104,15 +105,6 @@ def joint_state_positions(msg: JointState, topic: str = "joint_states") -> tuple
     if len(msg.name) != len(msg.position):
         raise ValueError(f"{topic}: {len(msg.name)} joint names but {len(msg.position)} positions")
     return list(msg.name), np.asarray(msg.position, dtype=np.float64)
-
-
-def in_joint_order(names: list[str], values: np.ndarray, order: list[str], what: str) -> np.ndarray:
-    """``values`` (last axis named by ``names``) rearranged to ``order``; ValueError naming what is missing."""
-    index = {n: i for i, n in enumerate(names)}
-    missing = [n for n in order if n not in index]
-    if missing:
-        raise ValueError(f"{what}: missing joints {missing} (has {list(names)})")
-    return np.asarray(values, np.float64)[..., [index[n] for n in order]]
 
 
 def ordered_joint_positions(msg: JointState, order: list[str], topic: str) -> np.ndarray:

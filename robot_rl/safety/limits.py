@@ -43,6 +43,15 @@ class RobotLimits:
         return clipped, changed
 
 
+def in_joint_order(names: list[str], values: np.ndarray, order: list[str], what: str) -> np.ndarray:
+    """``values`` (last axis named by ``names``) rearranged to ``order``; ValueError naming what is missing."""
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in order if n not in index]
+    if missing:
+        raise ValueError(f"{what}: missing joints {missing} (has {list(names)})")
+    return np.asarray(values, np.float64)[..., [index[n] for n in order]]
+
+
 def load_robot_limits(path: str | Path) -> RobotLimits:
     path = Path(path)
     if not path.is_file():

@@ -36,6 +36,8 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.bench == "learning":
+        return _bench_learning(args)
     if args.bench == "transport":
         from robot_rl.transport.bench import bench_transport
 
@@ -51,6 +53,33 @@ def _bench(args) -> int:
     if args.quick:
         args.duration, args.width, args.height = min(args.duration, 6.0), 160, 120
     bench_loop(args.json, duration=args.duration, width=args.width, height=args.height, rate_hz=args.rate, policy=args.policy)
+    return 0
+
+
+def _bench_learning(args) -> int:
+    import yaml
+
+    from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, quick_config
+
+    given = {k: v for k, v in {
+        "arms": args.arms.split(",") if args.arms else None, "episodes": args.episodes, "seeds": args.seeds,
+        "eval_every": args.eval_every, "eval_seeds": args.eval_seeds, "tasks": args.task or None,
+        "policy": args.policy, "critic": args.critic, "out_dir": args.out_dir, "execute_steps": args.execute_steps,
+        "episodes_per_update": args.episodes_per_update}.items() if v is not None}
+    learner: dict = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE (e.g. ppo.lr=1e-4)")
+        *path, leaf = key.split(".")
+        node = learner
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    if learner:
+        given["learner"] = learner
+    config = quick_config(**given) if args.quick else LearningBenchConfig(**given)
+    bench_learning(config, args.json, args.plot, quick=args.quick)
     return 0
 
 
@@ -231,6 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--policy-dir", help="exported policy (default: policies/sim_default)")
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     b.add_argument("--quick", action="store_true", help="default policy only, 20 iterations (for tests)")
+    b.set_defaults(func=_bench)
+    b = bsub.add_parser("learning", help="the learning benchmark: success vs episodes of the asynchronous loop per arm "
+                                         "(sparse, progress, progress+hil) from the shipped policy, on held-out layouts")
+    b.add_argument("--arms", help="comma-separated: sparse,progress,progress+hil (default: all)")
+    b.add_argument("--episodes", type=int, help="training episodes per arm and seed (default 200)")
+    b.add_argument("--seeds", type=int, help="default 3")
+    b.add_argument("--eval-every", type=int, help="episodes between evaluations (default 25)")
+    b.add_argument("--eval-seeds", type=int, help="held-out layouts per task (default 50)")
+    b.add_argument("--task", action="append", help="task name (repeat; default: all four)")
+    b.add_argument("--policy", help="starting policy export (default policies/sim_default)")
+    b.add_argument("--critic", help="progress critic (default policies/sim_critic)")
+    b.add_argument("--execute-steps", type=int, help="chunk points executed per policy query (default 4)")
+    b.add_argument("--episodes-per-update", type=int, help="default 5")
+    b.add_argument("--out-dir", help="run directories (default runs/bench-learning)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, e.g. ppo.lr=1e-4 (repeat)")
+    b.add_argument("--json", required=True)
+    b.add_argument("--plot", help="PNG: mean success vs episodes, band across seeds")
+    b.add_argument("--quick", action="store_true", help="the whole pipeline in a few minutes; claims nothing")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("transport", help="learner link: episode ingest steps/s + ack latency, weight broadcast "
                                           "latency to 1/4/8 robots (default policy, 100 MB model), vs plain baselines")

@@ -3,15 +3,22 @@
 It records exactly what ``episode_node`` records on a robot (``docs/episode-format.md``): per control
 step the frames at policy resolution, the measured joints, the command executed, whether a human
 gave it, and which policy version, observation and chunk position produced it. The learner cannot
-tell its episodes from a robot's. Used by the learner tests and the benchmarks, where a whole ROS graph
-per simulated robot would cost more than the learning.
+tell its episodes from a robot's. Used by the learner tests and ``robot-rl bench learning``, where a
+whole ROS graph per simulated robot would cost more than the learning.
 
 The policy is queried every ``execute_steps`` control steps and the chunk's points are executed in
 between (1: receding horizon, how the shipped default policy was evaluated).
+
+Human in the loop, as in the ROS graph: an optional ``human`` (the scripted simulated human,
+:class:`robot_rl.teleop.scripted.ScriptedHuman`) is read every step with the policy's proposal; while
+it is engaged its targets are executed and recorded as interventions, and the policy starts a fresh
+chunk when it gets control back. With a ``failure_states`` bank, the world state at each take-over is
+saved and an episode starts from a saved state with probability ``return_probability``
+(return-and-explore). The hand-over blend of the safety node is not modelled: the simulated arm's
+position servos smooth a jump of one step.
 """
 
 from __future__ import annotations
-
 
 from robot_rl.data.episodes import Episode, EpisodeMeta, EpisodeWriter, new_episode_id
 from robot_rl.policy.base import Observation, Policy
@@ -22,28 +29,58 @@ from robot_rl.sim.world import WorldConfig
 
 class SimActor:
     def __init__(self, policy: Policy, cameras: list[str], image_width: int, image_height: int,
-                 control_rate_hz: float = 10.0, execute_steps: int = 1, robot: str = "sim"):
+                 control_rate_hz: float = 10.0, execute_steps: int = 1, robot: str = "sim", human=None,
+                 failure_states=None, return_probability: float = 0.5):
         self.policy, self.cameras, self.execute_steps, self.robot = policy, list(cameras), max(1, execute_steps), robot
         self.world = TabletopWorld(WorldConfig(control_rate_hz=control_rate_hz, cameras=list(cameras),
                                                image_width=image_width, image_height=image_height))
+        self.human = human
+        self.failure_states = failure_states  # {task: FailureStates} or None
+        self.return_probability = return_probability
+
+    def _start(self, task: str, seed: int) -> str | None:
+        """Reset the world; with return-and-explore maybe into a saved failure state. Returns its name."""
+        bank = (self.failure_states or {}).get(task)
+        if bank is not None and bank.rng.random() < self.return_probability:
+            picked = bank.sample()
+            if picked is not None:
+                self.world.restore(picked[1])
+                return picked[0]
+        self.world.reset(seed, task)
+        return None
 
     def episode(self, task: str, seed: int, max_steps: int | None = None) -> Episode:
+        """Run and record one episode (``meta.success``: simulator ground truth, for reports only)."""
+        return self._run(task, seed, max_steps, record=True)
+
+    def succeeds(self, task: str, seed: int, max_steps: int | None = None) -> bool:
+        """Run one episode without recording it (evaluation): frames are rendered only when the policy
+        is queried."""
+        return self._run(task, seed, max_steps, record=False)
+
+    def _run(self, task: str, seed: int, max_steps: int | None, record: bool):
+        from robot_rl.teleop.base import TeleopContext
+
         task = get_task(task).name
         w = self.world
-        w.reset(seed, task)
+        restored = self._start(task, seed)
         instruction = TASKS[task].instruction
         self.policy.reset(instruction)
+        extra = {"robot": self.robot}
+        if restored:
+            extra["restored_state"] = restored
         meta = EpisodeMeta(new_episode_id(task, seed), task, instruction, seed, False, "policy", list(self.cameras),
                            w.config.image_height, w.config.image_width, list(w.joint_names), w.config.control_rate_hz,
-                           extra={"robot": self.robot})
+                           extra=extra)
         writer = EpisodeWriter("", meta)
         steps = max_steps or int(TASKS[task].max_duration_s * w.config.control_rate_hz)
         chunk, obs_step, version, k = None, -1, -1, 0
-        success = False
+        success, engaged, interventions, executed = False, False, 0, None
         for t in range(steps):
             q = w.joint_positions()
-            images = {c: w.render(c) for c in self.cameras}
-            if chunk is None or k >= min(self.execute_steps, chunk.horizon):
+            query = chunk is None or k >= min(self.execute_steps, chunk.horizon)
+            images = {c: w.render(c) for c in self.cameras} if record or query else {}
+            if query:
                 obs = Observation(w.time, list(w.joint_names), q, instruction, images, w.object_poses())
                 chunk = self.policy.act(obs)
                 order = [chunk.joint_names.index(n) for n in w.joint_names]
@@ -51,13 +88,38 @@ class SimActor:
                 version = chunk.version if chunk.version >= 0 else int(getattr(self.policy, "version_number", 0))
                 obs_step, k = t, 0
             target = chunk.positions[k][order]
-            writer.add(images, q, target, w.time, extras={"policy_version": version, "obs_step": obs_step,
-                                                          "chunk_step": k, "progress": w.task_progress()})
-            w.step(target)
-            k += 1
+            human_target = None
+            if self.human is not None:
+                reading = self.human.read(TeleopContext(w.time, list(w.joint_names), q, executed, target, instruction,
+                                                        w.object_poses(), new_episode=t == 0))
+                if reading.engaged and reading.positions is not None:
+                    human_target = reading.positions
+                    if not engaged:
+                        interventions += 1
+                        bank = (self.failure_states or {}).get(task)
+                        if bank is not None:
+                            bank.add(w.snapshot())  # where the policy needed help: worth returning to
+            engaged = human_target is not None
+            if engaged:
+                executed = human_target
+                if record:
+                    writer.add(images, q, executed, w.time, intervention=True,
+                               extras={"policy_version": -1, "obs_step": -1, "chunk_step": -1,
+                                       "progress": w.task_progress()})
+                chunk = None  # the policy starts afresh when it gets control back
+            else:
+                executed = target
+                if record:
+                    writer.add(images, q, target, w.time, extras={"policy_version": version, "obs_step": obs_step,
+                                                                  "chunk_step": k, "progress": w.task_progress()})
+                k += 1
+            w.step(executed)
             if w.success():
                 success = True  # ground truth: only reported (meta.success), the learner uses the critic
                 break
+        if not record:
+            return success
+        meta.extra["interventions"] = interventions
         return writer.episode(success)
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ class ScriptedHuman(TeleopDevice):
     def oracle_target(self, context: TeleopContext) -> np.ndarray | None:
         if context.measured is None or not context.objects or not context.instruction:
             return None
-        if context.instruction != self.instruction:
+        if context.instruction != self.instruction or context.new_episode:  # a new episode: the oracle's phase restarts
             self.oracle.reset(context.instruction)
             self.instruction = context.instruction
         index = {n: i for i, n in enumerate(context.joint_names)}

@@ -1,0 +1,525 @@
+"""``robot-rl bench learning``: does the asynchronous loop improve the shipped policy, and how fast?
+
+For each *arm* (a reward and human-in-the-loop protocol) and each seed, the whole asynchronous loop
+runs from the same shipped starting policy on the simulated tasks, with the real parts:
+
+- an *actor* process: :class:`robot_rl.learn.actor.SimActor` runs the policy with exploration noise
+  in the MuJoCo tabletop (tasks in turn, fresh layouts), spools each episode and sends it to the
+  learner over CurveZMQ (:class:`EpisodeUplink`), and swaps in every weights version the learner
+  publishes (:class:`WeightsListener`, ``VLAPolicy.load_weights``);
+- the *learner* (:class:`robot_rl.learn.learner.Learner` serving, in this process): rewards from the
+  progress critic on the episode frames, PPO on chunks with demo replay, versioned weights out;
+- an *evaluator* process: the weights after every ``eval_every`` episodes the learner has used are
+  evaluated, without exploration noise, on ``eval_seeds`` held-out layouts per task (seeds 10000+,
+  never used for training or demonstrations) with simulator ground truth. Ground truth reaches only
+  the evaluation and the report, never the learner.
+
+The arms (``ARMS``):
+
+- ``sparse``: the reward is only the critic's done signal (``shaping_scale: 0``, ``success_bonus``);
+- ``progress``: VLAC's progress reward (potential shaping on the critic's value) plus the done bonus;
+- ``progress+hil``: the same plus VLAC's graded human-in-the-loop protocol with the simulated human
+  (:class:`robot_rl.teleop.scripted.ScriptedHuman`): demonstrations preloaded into the demo buffer
+  (collected by the scripted oracle at the start, seeds 0+), return-and-explore (episodes start with
+  probability ``return_probability`` from a state where the human had to take over) and
+  human-guided steps (the human's commands go to the demo buffer).
+
+Asynchrony: the actor never waits for an update to finish, but a simulated episode takes well under
+a second where a real one takes tens of seconds, so it waits when it is more than ``max_lag_updates``
+updates ahead of the weights it runs (a real robot is never further ahead than that); the learner
+drops episodes older than ``max_staleness`` versions as it would on robots. The x axis of every result
+is episodes the learner has received (robot time): eval point N evaluates the weights after the
+updates that used the first N episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from robot_rl.sim.tasks import TASKS, get_task
+
+EVAL_SEED = 10_000  # held-out layouts (robot_rl.policy.evaluate uses the same range)
+DEMO_SEED = 0  # demonstrations (robot-rl collect uses the same range)
+TRAIN_SEED = 100_000  # training layouts of benchmark seed s: TRAIN_SEED * (s + 1) + i
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One protocol of the benchmark."""
+
+    shaping_scale: float  # 0: sparse, done-only reward
+    human: bool  # the simulated human intervenes (human-guided steps go to the demo buffer)
+    demo_replay: bool  # demonstrations preloaded into the demo buffer
+    return_and_explore: bool
+
+
+ARMS = {
+    "sparse": Arm(shaping_scale=0.0, human=False, demo_replay=False, return_and_explore=False),
+    "progress": Arm(shaping_scale=1.0, human=False, demo_replay=False, return_and_explore=False),
+    "progress+hil": Arm(shaping_scale=1.0, human=True, demo_replay=True, return_and_explore=True),
+}
+
+
+@dataclass
+class LearningBenchConfig:
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    episodes: int = 200  # training episodes per arm and seed
+    seeds: int = 3
+    eval_every: int = 25  # episodes between evaluations (and one before any training)
+    eval_seeds: int = 50  # held-out layouts per task
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    policy: str = "policies/sim_default"  # the shipped starting policy (export directory)
+    critic: str = "policies/sim_critic"
+    out_dir: str = "runs/bench-learning"
+    execute_steps: int = 4  # chunk points executed per policy query, in training and evaluation
+    episodes_per_update: int = 5
+    max_lag_updates: int = 1  # the actor waits when further ahead of its weights than this
+    demos_per_task: int = 10  # oracle demonstrations preloaded for demo replay
+    return_probability: float = 0.5
+    human: dict = field(default_factory=dict)  # ScriptedHumanConfig overrides (threshold, probability, ...)
+    learner: dict = field(default_factory=dict)  # LearnerConfig overrides (ppo: {...}, reward: {...})
+    threads: int = 1  # torch threads per process (actor, learner, evaluator: three processes on two cores)
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; expected some of {list(ARMS)}")
+        self.tasks = [get_task(t).name for t in self.tasks]
+        if self.episodes < 1 or self.seeds < 1 or self.eval_every < 1 or self.eval_seeds < 1:
+            raise ValueError("episodes, seeds, eval_every and eval_seeds must be at least 1")
+        if self.eval_every % self.episodes_per_update:
+            raise ValueError(f"eval_every ({self.eval_every}) must be a multiple of episodes_per_update "
+                             f"({self.episodes_per_update}): evaluations happen between updates")
+
+    @property
+    def eval_points(self) -> list[int]:
+        points = list(range(0, self.episodes + 1, self.eval_every))
+        return points if points[-1] == self.episodes else points + [self.episodes]
+
+
+def quick_config(**overrides) -> LearningBenchConfig:
+    """The whole pipeline in a few minutes (CI): a handful of episodes and evaluation layouts. Proves
+    that every part runs and reports; claims nothing about learning."""
+    base = dict(episodes=6, seeds=1, eval_every=3, eval_seeds=2, episodes_per_update=3, demos_per_task=1,
+                learner={"ppo": {"epochs": 1, "minibatch_size": 32}})
+    base.update(overrides)
+    return LearningBenchConfig(**base)
+
+
+# -- the processes -------------------------------------------------------------------------------
+def _policy(path: str, explore: bool, seed: int):
+    from robot_rl.policy.base import PolicyConfig, make_policy
+
+    return make_policy(PolicyConfig(type="vla", options={"path": path, "backend": "torch", "explore": explore,
+                                                         "explore_seed": seed}))
+
+
+def _actor_main(spec: dict) -> None:
+    """The simulated robot: episodes out over the uplink, weights in from the listener."""
+    import torch
+
+    from robot_rl.learn.actor import SimActor
+    from robot_rl.transport.links import EpisodeUplink, WeightsListener
+    from robot_rl.transport.security import ClientKeys
+    from robot_rl.transport.spool import Spool
+
+    torch.set_num_threads(spec["threads"])
+    run_dir = Path(spec["run_dir"])
+    policy = _policy(spec["policy"], True, spec["seed"])
+    m = policy.metadata
+    human = banks = None
+    if spec["human"] is not None:
+        from robot_rl.teleop.scripted import ScriptedHuman, ScriptedHumanConfig
+
+        human = ScriptedHuman(ScriptedHumanConfig(**{"seed": spec["seed"], "control_rate_hz": m["control_rate_hz"],
+                                                     **spec["human"]}), list(m["joint_names"]))
+    if spec["return_and_explore"]:
+        from robot_rl.sim.failure_states import FailureStates
+
+        banks = {t: FailureStates(run_dir / "failure_states" / t, seed=spec["seed"]) for t in spec["tasks"]}
+    actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"],
+                     spec["execute_steps"], robot="bench", human=human, failure_states=banks,
+                     return_probability=spec["return_probability"])
+    keys = ClientKeys(spec["robot_secret"], spec["learner_public"])
+    listener = WeightsListener(spec["weights_address"], keys,
+                               lambda v, c, b: policy.load_weights(v, c, b, workdir=str(run_dir / "actor_weights")))
+    spool = Spool(run_dir / "spool")
+    uplink = EpisodeUplink(spool, spec["episodes_address"], keys, "bench").start()
+    per_update, lag = spec["episodes_per_update"], spec["max_lag_updates"]
+    try:
+        with open(run_dir / "actor.jsonl", "w") as log:
+            for i in range(spec["episodes"]):
+                # episodes the learner cannot have used yet: at most this many updates' worth
+                while i >= (policy.version_number + 1 + lag) * per_update:
+                    time.sleep(0.02)
+                task = spec["tasks"][i % len(spec["tasks"])]
+                t0 = time.perf_counter()
+                e = actor.episode(task, TRAIN_SEED * (spec["seed"] + 1) + i)
+                spool.put(e)
+                uplink.notify()
+                versions = e.extras["policy_version"]
+                log.write(json.dumps({"episode": i, "task": task, "success": bool(e.meta.success), "steps": len(e),
+                                      "intervention_rate": float(e.intervention.mean()) if len(e) else 0.0,
+                                      "interventions": int(e.meta.extra.get("interventions", 0)),
+                                      "restored": bool(e.meta.extra.get("restored_state")),
+                                      "version": int(versions[versions >= 0].min()) if (versions >= 0).any() else -1,
+                                      "seconds": time.perf_counter() - t0}) + "\n")
+                log.flush()
+        deadline = time.monotonic() + 120
+        while len(spool) and time.monotonic() < deadline:  # every episode acknowledged
+            time.sleep(0.05)
+    finally:
+        uplink.close()
+        listener.close()
+        actor.close()
+
+
+def evaluate_weights(policy, tasks: list[str], seeds: int, execute_steps: int) -> dict:
+    """Ground-truth success of ``policy`` (no exploration) on held-out layouts ``EVAL_SEED + j``."""
+    from robot_rl.learn.actor import SimActor
+
+    m = policy.metadata
+    actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], execute_steps)
+    try:
+        per_task = {t: float(np.mean([actor.succeeds(t, EVAL_SEED + j) for j in range(seeds)])) for t in tasks}
+    finally:
+        actor.close()
+    return {"per_task": per_task, "mean": float(np.mean(list(per_task.values())))}
+
+
+def _evaluator_main(spec: dict) -> None:
+    """Evaluates the weights at each eval point as the learner writes them (``eval_weights/at_<N>``)."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    run_dir = Path(spec["run_dir"])
+    policy = _policy(spec["policy"], False, 0)
+    with open(run_dir / "eval.jsonl", "w") as out:
+        for n in spec["points"]:
+            path = run_dir / "eval_weights" / f"at_{n}.safetensors"
+            while not path.is_file():
+                if (run_dir / "learner_failed").exists():
+                    return
+                time.sleep(0.1)
+            meta = json.loads(path.with_suffix(".json").read_text())
+            policy.load_weights(meta["version"], policy.metadata["model_config"], path.read_bytes(),
+                                workdir=str(run_dir / "eval_backend"))
+            t0 = time.perf_counter()
+            result = evaluate_weights(policy, spec["tasks"], spec["eval_seeds"], spec["execute_steps"])
+            out.write(json.dumps({"episodes": n, "version": meta["version"], **result,
+                                  "eval_s": time.perf_counter() - t0}) + "\n")
+            out.flush()
+
+
+# -- one run -------------------------------------------------------------------------------------
+def _learner_class():
+    from robot_rl.learn.learner import Learner, state_bytes
+
+    class BenchLearner(Learner):
+        """The learner, plus: the weights at each eval point go to ``eval_weights/`` for the evaluator,
+        and it stops once it has used every episode of the run."""
+
+        def __init__(self, config, points: list[int], episodes: int, **kw):
+            super().__init__(config, **kw)
+            self.points, self.total, self.received = set(points), episodes, 0
+            self._save_point(0)
+
+        def _save_point(self, n: int) -> None:
+            if n not in self.points:
+                return
+            path = self.run_dir / "eval_weights" / f"at_{n}.safetensors"
+            path.parent.mkdir(exist_ok=True)
+            path.with_suffix(".json").write_text(json.dumps({"version": self.version, "episodes": n}))
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(state_bytes(self.model))
+            tmp.replace(path)  # the evaluator waits for this file: it appears whole
+
+        def update(self, episodes):
+            row = super().update(episodes)
+            self.received += len(episodes)
+            self._save_point(self.received)
+            if self.received >= self.total:
+                self.stop()
+            return row
+
+    return BenchLearner
+
+
+def _keys(run_dir: Path) -> dict:
+    from robot_rl.transport.security import generate_keypair
+
+    keys = run_dir / "keys"
+    learner_public, learner_secret = generate_keypair(keys, "learner", force=True)
+    robot_public, robot_secret = generate_keypair(keys, "robot", force=True)
+    (keys / "allowed").mkdir(exist_ok=True)
+    shutil.copy(robot_public, keys / "allowed" / robot_public.name)
+    return {"learner_public": str(learner_public), "learner_secret": str(learner_secret),
+            "allowed": str(keys / "allowed"), "robot_secret": str(robot_secret)}
+
+
+def collect_demos(config: LearningBenchConfig, out: Path, echo=print) -> Path:
+    """Oracle demonstrations at the policy's resolution for demo replay (written once, reused)."""
+    from robot_rl.data.collect import CollectConfig, collect
+    from robot_rl.data.episodes import list_episodes
+    from robot_rl.inference.backends import read_metadata
+
+    m = read_metadata(config.policy)
+    if len(list_episodes(out)) if out.is_dir() else 0:
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    summary = collect(CollectConfig(str(tmp), tasks=list(config.tasks), episodes=config.demos_per_task, seed=DEMO_SEED,
+                                    cameras=list(m["cameras"]), image_width=m["image_width"],
+                                    image_height=m["image_height"], control_rate_hz=m["control_rate_hz"]))
+    tmp.replace(out)
+    echo(f"demonstrations for demo replay: {summary} -> {out}")
+    return out
+
+
+def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -> dict:
+    """One arm, one seed: the asynchronous loop and its evaluations. Returns the run's record."""
+    import torch
+
+    from robot_rl.learn.learner import LearnerConfig
+
+    arm = ARMS[arm_name]
+    out = Path(config.out_dir)
+    run_dir = out / arm_name.replace("+", "_") / f"seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    keys = _keys(run_dir)
+    demos = str(collect_demos(config, out / "demos", echo)) if arm.demo_replay else ""
+    overrides = json.loads(json.dumps(config.learner))
+    learner_cfg = LearnerConfig.from_dict({
+        "run_dir": str(run_dir / "learner"), "policy": config.policy, "critic": config.critic, "demos": demos,
+        "demo_capacity": 3000, "episodes_per_update": config.episodes_per_update, "checkpoint_every": 10 ** 9,
+        "keep_episodes": False, "bind_episodes": "tcp://127.0.0.1:*", "bind_weights": "tcp://127.0.0.1:*",
+        "secret_key": keys["learner_secret"], "allowed_keys": keys["allowed"], "threads": config.threads,
+        "seed": seed, "tensorboard": False, **overrides,
+        "reward": {**overrides.get("reward", {}), "shaping_scale": arm.shaping_scale},
+        "hil": {"demo_replay": arm.demo_replay, "return_and_explore": arm.return_and_explore, "human_guided": arm.human},
+    })
+    torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    learner = _learner_class()(learner_cfg, config.eval_points, config.episodes, log_fn=lambda *_: None)
+    learner_dir = Path(learner_cfg.run_dir)
+    (learner_dir / "eval_weights").mkdir(exist_ok=True)
+    errors: list[BaseException] = []
+
+    def serve():
+        try:
+            learner.serve(progress=False)
+        except BaseException as exc:  # the evaluator and the run must not wait for weights that never come
+            errors.append(exc)
+            (learner_dir / "learner_failed").touch()
+
+    server = threading.Thread(target=serve, name="learner", daemon=True)
+    server.start()
+    deadline = time.monotonic() + 60
+    while (learner.inbox is None or learner.publisher is None) and not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if errors or learner.inbox is None:
+        raise RuntimeError(f"bench learning {arm_name} seed {seed}: the learner did not start: {errors[:1]}")
+    common = {"run_dir": str(run_dir), "policy": config.policy, "tasks": list(config.tasks), "seed": seed,
+              "threads": config.threads, "execute_steps": config.execute_steps}
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or GL state
+    actor = ctx.Process(target=_actor_main, name=f"actor-{arm_name}-{seed}", daemon=True, args=({
+        **common, "episodes": config.episodes, "episodes_per_update": config.episodes_per_update,
+        "max_lag_updates": config.max_lag_updates, "human": dict(config.human) if arm.human else None,
+        "return_and_explore": arm.return_and_explore, "return_probability": config.return_probability,
+        "robot_secret": keys["robot_secret"], "learner_public": keys["learner_public"],
+        "episodes_address": learner.inbox.address, "weights_address": learner.publisher.address},))
+    evaluator = ctx.Process(target=_evaluator_main, name=f"evaluator-{arm_name}-{seed}", daemon=True, args=({
+        **common, "run_dir": str(learner_dir), "points": config.eval_points, "eval_seeds": config.eval_seeds},))
+    actor.start()
+    evaluator.start()
+    try:
+        while server.is_alive():
+            if not actor.is_alive() and actor.exitcode != 0:
+                raise RuntimeError(f"bench learning {arm_name} seed {seed}: the actor process failed "
+                                   f"(exit code {actor.exitcode}); see the traceback above")
+            server.join(0.5)
+        if errors:
+            raise RuntimeError(f"bench learning {arm_name} seed {seed}: the learner failed: {errors[0]!r}") from errors[0]
+        train_s = time.perf_counter() - started
+        actor.join(180)
+        evaluator.join()
+        if evaluator.exitcode != 0:
+            raise RuntimeError(f"bench learning {arm_name} seed {seed}: the evaluator process failed "
+                               f"(exit code {evaluator.exitcode}); see the traceback above")
+    finally:
+        learner.stop()
+        for p in (actor, evaluator):
+            if p.is_alive():
+                p.terminate()
+                p.join(10)
+    wall_s = time.perf_counter() - started
+    evaluations = _read_jsonl(learner_dir / "eval.jsonl")
+    episodes = _read_jsonl(run_dir / "actor.jsonl")
+    updates = learner.history
+    shutil.rmtree(learner_dir / "inbox", ignore_errors=True)  # the episodes themselves are not kept
+    return {
+        "arm": arm_name, "seed": seed, "wall_s": round(wall_s, 1), "train_s": round(train_s, 1),
+        "evaluations": evaluations,
+        "training": {
+            "episodes": len(episodes),
+            "success_rate": _mean([e["success"] for e in episodes]),
+            "intervention_rate": _mean([e["intervention_rate"] for e in episodes]),
+            "episodes_with_intervention": sum(e["interventions"] > 0 for e in episodes),
+            "restored_from_failure_states": sum(e["restored"] for e in episodes),
+            "success_by_block": [_mean([e["success"] for e in episodes[i:i + config.eval_every]])
+                                 for i in range(0, len(episodes), config.eval_every)],
+            "steps": sum(e["steps"] for e in episodes),
+        },
+        "learner": {
+            "updates": len(updates), "version": learner.version, **{k: learner.counters[k] for k in
+                                                                    ("dropped_stale", "human_steps", "decisions")},
+            "demo_buffer": len(learner.demos),
+            "approx_kl_mean": _mean([u["approx_kl"] for u in updates]),
+            "stopped_early": int(sum(u["stopped_early"] for u in updates)),
+            "update_s_mean": _mean([u["update_s"] for u in updates]),
+        },
+    }
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values]
+    return float(np.mean(values)) if values else None
+
+
+# -- the whole benchmark -------------------------------------------------------------------------
+def episodes_to_reach(points: list[int], success: list[float], level: float) -> int | None:
+    """The first eval point at which mean success is at least ``level`` (None: never)."""
+    return next((n for n, s in zip(points, success) if s >= level - 1e-9), None)
+
+
+def summarise_runs(config: LearningBenchConfig, runs: list[dict]) -> dict:
+    summary = {}
+    for arm in config.arms:
+        mine = [r for r in runs if r["arm"] == arm]
+        if not mine:
+            continue
+        points = config.eval_points
+        table = np.array([[next(e["mean"] for e in r["evaluations"] if e["episodes"] == n) for n in points] for r in mine])
+        mean = table.mean(axis=0)
+        per_task_final = {t: _mean([r["evaluations"][-1]["per_task"][t] for r in mine]) for t in config.tasks}
+        summary[arm] = {"episodes": points, "mean_success": [round(float(x), 4) for x in mean],
+                        "std_success": [round(float(x), 4) for x in table.std(axis=0)],
+                        "min_success": [round(float(x), 4) for x in table.min(axis=0)],
+                        "max_success": [round(float(x), 4) for x in table.max(axis=0)],
+                        "start": round(float(mean[0]), 4), "final": round(float(mean[-1]), 4),
+                        "final_per_task": per_task_final,
+                        "episodes_to_80": episodes_to_reach(points, list(mean), 0.8),
+                        "wall_s_mean": round(float(np.mean([r["wall_s"] for r in mine])), 1),
+                        "intervention_rate": _mean([r["training"]["intervention_rate"] for r in mine])}
+    return summary
+
+
+def goals(summary: dict) -> dict:
+    """The issue's goals, checked on the measured means (None where an arm was not run)."""
+    hil, progress, sparse = (summary.get(a) for a in ("progress+hil", "progress", "sparse"))
+    out = {"progress+hil_final_at_least_0.9": None, "progress_above_sparse": None,
+           "progress+hil_reaches_0.8_in_two_thirds_of_progress": None}
+    if hil:
+        out["progress+hil_final_at_least_0.9"] = hil["final"] >= 0.9
+    if progress and sparse:
+        # "clearly above": the final means differ by more than the spread across seeds
+        spread = max(progress["std_success"][-1], sparse["std_success"][-1], 0.05)
+        out["progress_above_sparse"] = progress["final"] - sparse["final"] > spread
+    if hil and progress:
+        h, p = hil["episodes_to_80"], progress["episodes_to_80"]
+        out["progress+hil_reaches_0.8_in_two_thirds_of_progress"] = (
+            h is not None and (p is None or h <= 2 * p / 3))
+    return out
+
+
+def plot(summary: dict, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for arm, s in summary.items():
+        x, m = s["episodes"], np.asarray(s["mean_success"])
+        ax.plot(x, m, marker="o", label=arm)
+        ax.fill_between(x, s["min_success"], s["max_success"], alpha=0.2)
+    ax.set_xlabel("training episodes")
+    ax.set_ylabel("success on held-out layouts")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax.set_title(title, fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str | None = None, quick: bool = False,
+                   echo=print) -> dict:
+    echo(f"bench learning: arms {config.arms}, {config.episodes} episodes x {config.seeds} seeds, evaluated every "
+         f"{config.eval_every} episodes on {config.eval_seeds} held-out layouts x {len(config.tasks)} tasks; "
+         f"policy {config.policy}, critic {config.critic}; runs in {config.out_dir}")
+    started = time.perf_counter()
+    runs = []
+    report: dict = {}
+    for seed in range(config.seeds):
+        for arm in config.arms:
+            run = run_arm(config, arm, seed, echo)
+            runs.append(run)
+            curve = " ".join(f"{e['episodes']}:{e['mean']:.2f}" for e in run["evaluations"])
+            echo(f"{arm:>13} seed {seed}: success {curve}  (training interventions "
+                 f"{run['training']['intervention_rate'] or 0:.0%}, {run['wall_s']:.0f} s)")
+            report = _report(config, runs, started, quick)
+            _write(json_path, report)  # after every run: a long benchmark stopped early keeps what it measured
+    if plot_path:
+        plot(report["summary"], plot_path, f"{'QUICK (no claim): ' if quick else ''}{len(config.tasks)} tasks, "
+                                           f"{config.seeds} seed(s), band: min-max across seeds")
+    for arm, s in report["summary"].items():
+        echo(f"{arm:>13}: start {s['start']:.2f} -> final {s['final']:.2f}; 80% at "
+             f"{s['episodes_to_80'] if s['episodes_to_80'] is not None else 'never'} episodes")
+    echo(f"goals: {report['goals']}  -> {json_path}" + (f", {plot_path}" if plot_path else ""))
+    return report
+
+
+def _report(config: LearningBenchConfig, runs: list[dict], started: float, quick: bool) -> dict:
+    from robot_rl.inference.backends import read_metadata
+
+    m = read_metadata(config.policy)
+    summary = summarise_runs(config, runs)
+    per_seed_wall = {}
+    for r in runs:
+        per_seed_wall[r["seed"]] = per_seed_wall.get(r["seed"], 0.0) + r["wall_s"]
+    return {
+        "benchmark": "learning", "quick": quick,
+        "claim": "none: --quick only shows that the pipeline runs" if quick else "measured",
+        "config": asdict(config),
+        "policy": {"path": config.policy, "cameras": m["cameras"], "image": [m["image_height"], m["image_width"]],
+                   "chunk_length": m.get("chunk_length"), "parameters": m.get("parameters")},
+        "summary": summary, "goals": goals(summary),
+        "wall_s_per_seed_all_arms": per_seed_wall, "wall_s_total": round(time.perf_counter() - started, 1),
+        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                    "cpus": multiprocessing.cpu_count()},
+        "runs": runs,
+    }
+
+
+def _write(path: str, report: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)

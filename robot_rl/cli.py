@@ -57,8 +57,6 @@ def _bench(args) -> int:
 
 
 def _bench_learning(args) -> int:
-    import yaml
-
     from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, quick_config
 
     given = {k: v for k, v in {
@@ -75,7 +73,7 @@ def _bench_learning(args) -> int:
         node = learner
         for part in path:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = yaml_value(value)
     if learner:
         given["learner"] = learner
     config = quick_config(**given) if args.quick else LearningBenchConfig(**given)
@@ -435,9 +433,16 @@ def _train(args) -> int:
 
 
 def yaml_value(text: str):
+    """A command-line value as YAML, except that numbers YAML 1.1 leaves as strings (1e-4) are numbers."""
     import yaml
 
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _learner(args) -> int:

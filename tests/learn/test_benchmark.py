@@ -1,0 +1,59 @@
+"""``robot-rl bench learning`` end to end in its quick form, and the arithmetic of its report."""
+
+import json
+
+import pytest
+
+from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, episodes_to_reach, goals, quick_config
+
+
+def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, tiny_export, tiny_critic):
+    config = quick_config(policy=str(tiny_export), critic=str(tiny_critic), out_dir=str(tmp_path / "runs"),
+                          tasks=["reach_cube", "pick_cube"])
+    report = bench_learning(config, str(tmp_path / "learning.json"), str(tmp_path / "learning.png"), quick=True,
+                            echo=lambda *_: None)
+    assert json.loads((tmp_path / "learning.json").read_text())["summary"] == report["summary"]
+    assert (tmp_path / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = {r["arm"]: r for r in report["runs"]}
+    assert set(runs) == {"sparse", "progress", "progress+hil"} and report["quick"] and report["claim"].startswith("none")
+    for arm, run in runs.items():
+        # every eval point evaluated the weights after the updates that used that many episodes
+        assert [(e["episodes"], e["version"]) for e in run["evaluations"]] == [(0, 0), (3, 1), (6, 2)], arm
+        assert set(run["evaluations"][0]["per_task"]) == {"reach_cube", "pick_cube"}
+        assert run["training"]["episodes"] == 6 and run["learner"]["updates"] == 2 and run["learner"]["dropped_stale"] == 0
+    # the same starting policy, evaluated deterministically on the same held-out layouts, in every arm
+    assert len({json.dumps(r["evaluations"][0]["per_task"]) for r in runs.values()}) == 1
+    # only the HIL arm has a human, demonstrations and return-and-explore
+    assert runs["sparse"]["training"]["intervention_rate"] == runs["progress"]["training"]["intervention_rate"] == 0
+    hil = runs["progress+hil"]
+    assert hil["training"]["episodes_with_intervention"] > 0 and hil["learner"]["human_steps"] > 0
+    assert hil["learner"]["demo_buffer"] > hil["learner"]["human_steps"]  # plus the preloaded demonstrations
+    assert runs["progress"]["learner"]["demo_buffer"] == 0
+    assert set(report["goals"]) == {"progress+hil_final_at_least_0.9", "progress_above_sparse",
+                                    "progress+hil_reaches_0.8_in_two_thirds_of_progress"}
+
+
+def test_goals_are_checked_on_the_measured_curves():
+    def arm(curve, std=0.0):
+        return {"final": curve[-1], "std_success": [std] * len(curve),
+                "episodes_to_80": episodes_to_reach([0, 25, 50, 75], curve, 0.8)}
+
+    assert episodes_to_reach([0, 25, 50], [0.3, 0.8, 0.9], 0.8) == 25
+    assert episodes_to_reach([0, 25, 50], [0.3, 0.5, 0.7], 0.8) is None
+    met = goals({"sparse": arm([0.3, 0.3, 0.4, 0.4]), "progress": arm([0.3, 0.5, 0.7, 0.85]),
+                 "progress+hil": arm([0.3, 0.8, 0.9, 0.95])})
+    assert met == {"progress+hil_final_at_least_0.9": True, "progress_above_sparse": True,
+                   "progress+hil_reaches_0.8_in_two_thirds_of_progress": True}
+    missed = goals({"sparse": arm([0.3, 0.5, 0.6, 0.7], std=0.2), "progress": arm([0.3, 0.5, 0.7, 0.8]),
+                    "progress+hil": arm([0.3, 0.5, 0.7, 0.85])})
+    assert missed == {"progress+hil_final_at_least_0.9": False, "progress_above_sparse": False,
+                      "progress+hil_reaches_0.8_in_two_thirds_of_progress": False}
+
+
+def test_bad_benchmark_settings_name_what_is_wrong():
+    with pytest.raises(ValueError, match="unknown arms.*'hil'"):
+        LearningBenchConfig(arms=["hil"])
+    with pytest.raises(ValueError, match="eval_every .7. must be a multiple of episodes_per_update .5."):
+        LearningBenchConfig(eval_every=7)
+    with pytest.raises(ValueError, match="unknown task"):
+        LearningBenchConfig(tasks=["stack_cubes"])

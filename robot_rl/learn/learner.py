@@ -292,7 +292,8 @@ class Learner:
                 rewards, done = critic_rewards(self._critic(), e, stride, cfg.reward)
             if cfg.hil.human_guided and e.intervention.any():
                 self.counters["human_steps"] += self.demos.add_episode(e, np.nonzero(e.intervention)[0])
-            decisions = episode_decisions(e, rewards, c.chunk_length, cfg.ppo.gamma, end=done)
+            decisions = episode_decisions(e, rewards, c.chunk_length, cfg.ppo.gamma, end=done,
+                                          intervention_penalty=cfg.ppo.intervention_penalty)
             report["returns"].append(float(rewards[: done].sum() if done else rewards.sum()))
             report["success"].append(float(e.meta.success))  # ground truth: reported, never learned from
             report["intervention_rate"].append(float(e.intervention.mean()) if len(e) else 0.0)

@@ -27,7 +27,11 @@
    GAE over the decisions of an episode, with each decision's reward the discounted sum of its
    control steps and its discount gamma ** (steps until the next decision). The critic's done ends the
    episode (terminal, no bootstrap); an episode cut by the time limit bootstraps from the value of
-   its last observation.
+   its last observation. A human take-over ends the decision it interrupted: that decision gets the
+   rewards of its own steps minus ``intervention_penalty`` and no bootstrap (its discount is 0), and
+   the progress the human then makes is credited to no policy decision. (Crediting it to the
+   interrupted chunk, as a hold's reward is, would reward exactly the actions that made the human
+   step in; RLIF treats the take-over itself as the negative signal.)
 
 5. The loss
    clipped surrogate + value_coef * value MSE - entropy_coef * entropy
@@ -64,6 +68,7 @@ class PPOConfig:
     target_kl: float = 0.05  # stop the epochs of an update early when the approximate KL passes this
     max_staleness: int = 2  # versions; older episodes are dropped
     demo_coef: float = 0.1  # weight of the demonstration NLL term (0: no demo replay)
+    intervention_penalty: float = 0.0  # reward of a decision a human take-over interrupted (subtracted)
     demo_batch_size: int = 32
     normalise_advantages: bool = True
 
@@ -98,7 +103,7 @@ def step_arrays(episode: Episode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def episode_decisions(episode: Episode, rewards: np.ndarray, horizon: int, gamma: float,
-                      end: int | None = None) -> list[dict]:
+                      end: int | None = None, intervention_penalty: float = 0.0) -> list[dict]:
     """The decisions of one episode up to step ``end`` (exclusive; the critic's done), as dicts."""
     version, obs, chunk = step_arrays(episode)
     end = len(episode) if end is None else end
@@ -107,21 +112,25 @@ def episode_decisions(episode: Episode, rewards: np.ndarray, horizon: int, gamma
     for t in range(end):
         is_policy = version[t] >= 0 and 0 <= obs[t] <= t and 0 <= chunk[t] < horizon and not episode.intervention[t]
         if is_policy and (current is None or current["closed"] or current["obs"] != obs[t] or current["version"] != version[t]):
-            current = {"obs": int(obs[t]), "version": int(version[t]), "first": t, "closed": False,
+            current = {"obs": int(obs[t]), "version": int(version[t]), "first": t, "closed": False, "cut": False,
                        "actions": np.zeros((horizon, episode.actions.shape[1]), np.float32),
                        "mask": np.zeros(horizon, bool), "reward": 0.0}
             decisions.append(current)
-        if current is None:
-            continue  # steps before the policy first acted: nothing to credit
+        if current is None or current["cut"]:
+            continue  # before the policy first acted, or the human's progress: no policy decision's
         if is_policy:
             current["actions"][chunk[t]] = episode.actions[t]
             current["mask"][chunk[t]] = True
+        elif episode.intervention[t]:
+            current["closed"] = current["cut"] = True  # a take-over ends the decision it interrupted
+            current["reward"] -= intervention_penalty
+            continue
         else:
-            current["closed"] = True  # a human step or a hold ends the chunk; its reward still counts
+            current["closed"] = True  # a hold ends the chunk; its reward still counts
         current["reward"] += gamma ** (t - current["first"]) * float(rewards[t])
     for i, d in enumerate(decisions):
         nxt = decisions[i + 1]["first"] if i + 1 < len(decisions) else end
-        d["discount"] = gamma ** (nxt - d["first"])
+        d["discount"] = 0.0 if d["cut"] else gamma ** (nxt - d["first"])
     return decisions
 
 

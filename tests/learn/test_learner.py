@@ -29,9 +29,17 @@ def test_decisions_group_executed_chunk_points_and_skip_human_steps():
     assert [(x["obs"], x["version"], x["mask"].tolist()) for x in d] == [
         (0, 3, [True, True, False, False]), (2, 3, [True, False, False, False]), (5, 4, [True, True, False, False])]
     assert np.allclose(d[0]["actions"][:2], e.actions[:2]) and not d[1]["actions"][1:].any()
-    # rewards: own steps discounted from the decision's first step; the human step and hold count for the chunk before
-    assert [x["reward"] for x in d] == [1 + 0.5 * 2, 4 + 0.5 * 8 + 0.25 * 16, 32 + 0.5 * 64]
-    assert [x["discount"] for x in d] == [0.5 ** 2, 0.5 ** 3, 0.5 ** 2]
+    # rewards: own steps discounted from the decision's first step. The human's take-over at step 3 ends
+    # the chunk from obs 2: the human's progress (8) and the hold after it (16) are credited to no
+    # decision, and the interrupted decision does not bootstrap (discount 0)
+    assert [x["reward"] for x in d] == [1 + 0.5 * 2, 4, 32 + 0.5 * 64]
+    assert [x["discount"] for x in d] == [0.5 ** 2, 0.0, 0.5 ** 2]
+    penalised = episode_decisions(e, rewards, horizon=4, gamma=0.5, intervention_penalty=1.5)
+    assert [x["reward"] for x in penalised] == [2, 4 - 1.5, 64]
+    # a hold without a human still counts for the chunk before it
+    e.intervention[3] = False
+    assert [x["reward"] for x in episode_decisions(e, rewards, 4, 0.5)][1] == 4 + 0.5 * 8 + 0.25 * 16
+    e.intervention[3] = True
     assert episode_decisions(e, rewards, 4, 0.5, end=5)[-1]["obs"] == 2  # the critic's done at step 5 ends it
 
 

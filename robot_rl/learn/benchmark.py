@@ -158,8 +158,10 @@ def _actor_main(spec: dict) -> None:
     try:
         with open(run_dir / "actor.jsonl", "w") as log:
             for i in range(spec["episodes"]):
-                # episodes the learner cannot have used yet: at most this many updates' worth
-                while i >= (policy.version_number + 1 + lag) * per_update:
+                # episodes the learner cannot have used yet: at most this many updates' worth. Bounded:
+                # an update with nothing to learn from (all stale or all human) publishes no version
+                give_up = time.monotonic() + 30.0
+                while i >= (policy.version_number + 1 + lag) * per_update and time.monotonic() < give_up:
                     time.sleep(0.02)
                 task = spec["tasks"][i % len(spec["tasks"])]
                 t0 = time.perf_counter()

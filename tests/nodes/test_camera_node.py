@@ -1,0 +1,99 @@
+"""camera_node over DDS with a RealSense that is librealsense's software_device: topics, camera_info, recovery."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+pytest.importorskip("pyrealsense2", reason="the realsense extra is part of the test environment (make test)")
+
+from robot_rl.calibration.camera_info import save_camera_info  # noqa: E402
+from robot_rl.cameras.base import Intrinsics  # noqa: E402
+from robot_rl.cameras.realsense import SoftwareRealSense  # noqa: E402
+from robot_rl.nodes.camera_node import CameraNode  # noqa: E402
+from robot_rl.ros import qos  # noqa: E402
+from robot_rl.ros.conversions import diagnostics_values, msg_to_image, to_sec  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
+from tests.nodes.test_nodes import ros  # noqa: E402,F401
+
+W, H = 64, 48
+SERIAL = "817612070101"
+
+
+def level(diagnostics: DiagnosticArray) -> bytes:
+    return diagnostics.status[0].level
+
+
+def test_realsense_camera_node_publishes_and_recovers_from_unplug(ros, tmp_path):  # noqa: F811
+    calibration = save_camera_info(tmp_path / "wrist.yaml", Intrinsics(W, H, 55.5, 56.5, 31.0, 23.0, [0.1, -0.05, 0, 0, 0]),
+                                   "wrist")
+    device = SoftwareRealSense(serial=SERIAL, width=W, height=H)
+    device.plug()
+    feeding, stop = threading.Event(), threading.Event()
+    feeding.set()
+
+    def feed():
+        k = 0
+        while not stop.is_set():
+            if feeding.is_set():
+                device.push(np.full((H, W, 3), k % 250, np.uint8), np.full((H, W), 800, np.uint16), time.time(), "global_time")
+                k += 1
+            time.sleep(1 / 30)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    listener = ros(rclpy.create_node("camera_listener"))
+    images, infos, depths, diagnostics = [], [], [], []
+    listener.create_subscription(Image, "/camera/wrist/color/image_raw", images.append, qos.SENSOR_SUB)
+    listener.create_subscription(CameraInfo, "/camera/wrist/color/camera_info", infos.append, qos.SENSOR_SUB)
+    listener.create_subscription(Image, "/camera/wrist/aligned_depth_to_color/image_raw", depths.append, qos.SENSOR_SUB)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, qos.STATUS)
+    try:
+        ros(CameraNode(parameter_overrides=[
+            Parameter("camera_type", value="realsense"), Parameter("camera_name", value="wrist"),
+            Parameter("serial", value=SERIAL), Parameter("width", value=W), Parameter("height", value=H),
+            Parameter("fps", value=30.0), Parameter("depth", value=True), Parameter("timeout_s", value=0.3),
+            Parameter("reconnect_after", value=1), Parameter("calibration_file", value=str(calibration)),
+            Parameter("diagnostics_period_s", value=0.2)]))
+        wait_until(lambda: len(images) >= 10 and depths and infos, timeout=15, what="colour, depth and camera_info")
+        image = images[-1]
+        assert (image.width, image.height, image.encoding) == (W, H, "rgb8")
+        assert image.header.frame_id == "wrist_color_optical_frame"
+        assert abs(to_sec(image.header.stamp) - time.time()) < 0.5
+        assert msg_to_image(image).std() == 0  # a uniform pushed frame, byte for byte
+        depth = depths[-1]
+        assert depth.encoding == "16UC1" and np.frombuffer(depth.data, np.uint16)[H * W // 2] == 800
+        info = infos[-1]
+        assert info.k[0] == pytest.approx(55.5) and info.k[5] == pytest.approx(23.0)
+        assert list(info.d)[:2] == pytest.approx([0.1, -0.05]) and info.distortion_model == "plumb_bob"
+        wait_until(lambda: diagnostics and level(diagnostics[-1]) == DiagnosticStatus.OK, timeout=10, what="ok diagnostics")
+
+        # unplug: no frames, the device vanishes; diagnostics say so and the node keeps trying
+        feeding.clear()
+        device.unplug()
+        wait_until(lambda: level(diagnostics[-1]) == DiagnosticStatus.ERROR
+                   and "not connected" in diagnostics[-1].status[0].message, timeout=10, what="error diagnostics")
+        count = len(images)
+        device.plug()
+        feeding.set()
+        wait_until(lambda: len(images) >= count + 10, timeout=15, what="images after replug")
+        wait_until(lambda: level(diagnostics[-1]) == DiagnosticStatus.OK
+                   and int(diagnostics_values(diagnostics[-1])["reconnects"]) >= 1, timeout=10, what="recovered diagnostics")
+        values = diagnostics_values(diagnostics[-1])
+        assert int(values["stalls"]) >= 1 and float(values["rate_hz"]) > 15
+    finally:
+        stop.set()
+        feeder.join()
+        device.unplug()
+
+
+def test_calibration_for_another_resolution_is_refused(ros, tmp_path):  # noqa: F811
+    calibration = save_camera_info(tmp_path / "front.yaml", Intrinsics(640, 480, 600, 600, 320, 240), "front")
+    with pytest.raises(ValueError, match=r"front.yaml: calibrated at 640x480, the camera is set to 64x48"):
+        CameraNode(parameter_overrides=[Parameter("camera_type", value="opencv"), Parameter("width", value=W),
+                                        Parameter("height", value=H), Parameter("calibration_file", value=str(calibration))])

@@ -62,7 +62,7 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.18"],
         # hardware drivers: RealSense (needs Debian's libusb-1.0-0) and OpenCV/V4L2 cameras, calibration
         "realsense": ["pyrealsense2>=2.55"],
-        "opencv": ["opencv-python-headless>=4.8"],
+        "opencv": ["opencv-python-headless>=4.8,<5"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         "test": ["pytest>=8", "pytest-timeout"],
     },

@@ -369,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=64, help="most pairs scored in one forward pass")
     p.set_defaults(func=_critic_server)
 
+    from robot_rl.calibration.cli import add_parsers as add_calibration_parsers
+
+    add_calibration_parsers(sub)
+
     p = sub.add_parser("keygen", help="a CurveZMQ key pair for the learner or a robot (<name>.key, <name>.key_secret)")
     p.add_argument("--name", required=True, help="learner, robot1, ...")
     p.add_argument("--dir", default="keys")

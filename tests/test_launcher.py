@@ -127,3 +127,18 @@ def test_set_env_without_value_is_refused(tmp_path):
     path.write_text("launch:\n- set_env: {name: X}\n")
     with pytest.raises(LaunchError, match=r"set_env: expected \{name: VARIABLE, value: VALUE\}"):
         parse_launch(path)
+
+
+def test_robot_launch_wires_cameras_driver_and_learning_nodes_from_configs():
+    nodes = parse_launch(data_path("launch", "robot_launch.yaml"), {
+        "robot_config": str(data_path("config", "robot_ros2_control.yaml")), "wrist_camera": "true",
+        "camera_serial": "817612070101", "record": "true", "reward": "true"})
+    assert [n.name for n in nodes] == ["camera_front", "camera_wrist", "robot_driver", "policy", "safety", "teleop",
+                                       "reward", "episode"]
+    driver = nodes[2]
+    assert any(kind == "file" and value.endswith("config/robot_ros2_control.yaml") for kind, value in driver.params)
+    assert ("value", "serial:=817612070101") in nodes[0].params
+    limits = [value for node in nodes for kind, value in node.params if value.startswith("robot_limits_file:=")]
+    assert len(limits) == 4 and all(v.endswith("calibration/so101.yaml") for v in limits)
+    assert [n.name for n in parse_launch(data_path("launch", "robot_launch.yaml"))] == [
+        "camera_front", "robot_driver", "policy", "safety", "teleop"]

@@ -51,9 +51,11 @@ class SafetyNode(Node):
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         self.filter = SafetyFilter(limits, SafetyConfig(
             max_observation_age=p["max_observation_age"], joint_state_timeout=p["joint_state_timeout"],
-            teleop_timeout=p["teleop_timeout"], handover_s=p["handover_s"]))
+            teleop_timeout=p["teleop_timeout"], handover_s=p["handover_s"],
+            control_period_s=1.0 / float(p["control_rate_hz"])))
         self.counts = {"policy": 0, "teleop": 0, "hold": 0, "estop": 0}
         self.clamped = 0
+        self.rate_limited = 0
         self.last_reason = ""
         self.chunk_age_ms = Window(300)  # observation age of policy chunks when they arrive here
         # Observation stamp -> fresh policy command leaving this node: the loop latency of the graph.
@@ -143,6 +145,8 @@ class SafetyNode(Node):
         if decision.clamped:
             self.clamped += 1
             self.get_logger().warning(f"clamped to joint limits: {decision.clamped}", throttle_duration_sec=2.0)
+        if decision.limited:
+            self.rate_limited += 1
         self.last_reason = decision.reason
 
     def _schedule_next(self, event: bool, decision) -> None:
@@ -157,6 +161,7 @@ class SafetyNode(Node):
     def publish_status(self) -> None:
         f = self.filter
         values = {**{f"commands_{k}": v for k, v in self.counts.items()}, "clamped": self.clamped,
+                  "rate_limited": self.rate_limited, **{f"refused_{k}": v for k, v in f.refused.items()},
                   "rejected": f.rejected, "last_rejection": f.last_rejection, "estop": f.estop,
                   "teleop_engaged": f.engaged,
                   "latency_ms_p50": round(self.latency_ms.percentile(50), 3),

@@ -21,7 +21,19 @@ new source's (moving) target, so the joint speed during a hand-over is bounded b
 on top of the source's own motion.
 
 Every command is clamped to the joint limits of the robot's calibration file, and the decision says
-which joints were clamped. Times are float seconds of one clock (the node's ROS clock).
+which joints were clamped. Then, in this order:
+
+- Velocity and acceleration: the step from the last command is limited to ``max_velocity`` and the
+  change of that step's velocity to ``max_acceleration`` (per control period ``control_period_s``);
+  the limiter never overshoots the target, so a stop is never delayed. Limited joints are reported.
+- Workspace: the end effector of the command, from the robot's own model (MJCF/URDF through MuJoCo
+  forward kinematics), must lie inside the limits file's box; a command outside is refused: the arm
+  holds and the reason names the axis and the box.
+- A policy chunk whose first target is further than ``max_jump`` from the measured position, or whose
+  consecutive targets differ by more, is refused on arrival (a jump is a sign of a broken policy or a
+  unit mix-up: clipping it silently would hide that). A NaN or infinite value is refused the same way.
+
+Times are float seconds of one clock (the node's ROS clock).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import numpy as np
 
 from robot_rl.policy.base import ActionChunk
 from robot_rl.safety.limits import RobotLimits
+from robot_rl.safety.workspace import Workspace
 
 
 @dataclass
@@ -40,6 +53,7 @@ class SafetyConfig:
     joint_state_timeout: float = 0.3  # s without joint state -> hold
     teleop_timeout: float = 0.3  # s without a teleop command while engaged -> hold
     handover_s: float = 0.5  # s of blending when control passes between policy and teleop (0: none)
+    control_period_s: float = 0.1  # the node's step period: velocity and acceleration limits act per step
 
 
 @dataclass
@@ -51,6 +65,7 @@ class Decision:
     reason: str = ""
     remaining: int = 0  # policy: waypoints of the chunk after this one
     blended: bool = False  # a hand-over blend, not the source's own target
+    limited: list[str] = field(default_factory=list)  # joints slowed by the velocity/acceleration limits
 
 
 class SafetyFilter:
@@ -77,6 +92,11 @@ class SafetyFilter:
         self.active_source: str | None = None  # "policy" or "teleop": who commanded last
         self.blend_from: np.ndarray | None = None
         self.blend_start = -np.inf
+        self.velocity = np.zeros(len(self.joint_names))  # of the last command step
+        self.chunk_at = -np.inf
+        self.last_step_at = -np.inf
+        self.workspace = Workspace(limits.workspace, self.joint_names, limits.source) if limits.workspace else None
+        self.refused = {"jump": 0, "workspace": 0, "non_finite": 0, "stale": 0}
 
     # -- inputs --------------------------------------------------------------------------------
     def _reorder(self, names: list[str], values: np.ndarray, what: str) -> np.ndarray:
@@ -130,6 +150,7 @@ class SafetyFilter:
             return self._reject("policy chunk rejected: computed from an observation before the current episode began")
         age = now - chunk.stamp
         if age > self.config.max_observation_age:
+            self.refused["stale"] += 1
             return self._reject(
                 f"policy chunk rejected: observation is {age * 1e3:.0f} ms old "
                 f"(max_observation_age {self.config.max_observation_age * 1e3:.0f} ms)"
@@ -137,8 +158,30 @@ class SafetyFilter:
         try:
             positions = self._reorder(chunk.joint_names, chunk.positions, "policy chunk")
         except ValueError as exc:
+            if "non-finite" in str(exc):
+                self.refused["non_finite"] += 1
             return self._reject(str(exc))
+        jump = self._jump(positions)
+        if jump:
+            self.refused["jump"] += 1
+            return self._reject(jump)
         self.chunk, self._chunk_positions = chunk, positions
+        self.chunk_at = now
+        return None
+
+    def _jump(self, positions: np.ndarray) -> str | None:
+        """Why the chunk jumps further than max_jump (from the measured position, or between targets)."""
+        limit = self.limits.max_jump
+        if limit is None:
+            return None
+        steps = [("the measured position", self.measured, positions[0])] if self.measured is not None else []
+        steps += [(f"target {i}", positions[i], positions[i + 1]) for i in range(len(positions) - 1)]
+        for what, start, end in steps:
+            excess = np.abs(end - start) - limit
+            if np.any(excess > 0):
+                j = int(np.argmax(excess))
+                return (f"policy chunk refused: jumps {abs(end[j] - start[j]):.3f} on {self.joint_names[j]} from {what} "
+                        f"(max_jump {limit[j]:.3f} in {self.limits.source})")
         return None
 
     def update_teleop(self, names: list[str], positions, now: float, stamp: float | None = None) -> str | None:
@@ -179,10 +222,45 @@ class SafetyFilter:
         if decision.positions is not None and decision.source in ("policy", "teleop"):
             self._blend(decision, now)
             positions, clamped = self.limits.clamp(decision.positions)
-            decision.positions, decision.clamped = positions, clamped
+            positions, limited = self._rate_limit(positions, self._step_dt(now))
+            outside = self.workspace.violation(positions) if self.workspace is not None else None
+            if outside:
+                self.refused["workspace"] += 1
+                self.last_rejection = outside
+                decision = self._hold(f"{decision.source} command refused: {outside}")
+            else:
+                decision.positions, decision.clamped, decision.limited = positions, clamped, limited
+        moving = decision.positions is not None and decision.source in ("policy", "teleop")
+        start = self.last.positions if self.last.positions is not None else self.measured
+        if moving and start is not None:
+            self.velocity = (decision.positions - start) / self._step_dt(now)
+        else:
+            self.velocity = np.zeros_like(self.velocity)  # holding, frozen or nothing: at rest
         if decision.positions is not None:
             self.last = decision
+            self.last_step_at = now
         return decision
+
+    def _step_dt(self, now: float) -> float:
+        """Time since the last command, at most one control period: an extra command between two timed
+        ones (the node also steps on events) gets only the motion its share of the period allows."""
+        return float(np.clip(now - self.last_step_at, 1e-3, self.config.control_period_s))
+
+    def _rate_limit(self, target: np.ndarray, dt: float) -> tuple[np.ndarray, list[str]]:
+        """The target, reached no faster than max_velocity and max_acceleration allow from the last command."""
+        start = self.last.positions if self.last.positions is not None else self.measured
+        if start is None:
+            return target, []
+        wanted = (target - start) / dt
+        velocity = np.clip(wanted, -self.limits.max_velocity, self.limits.max_velocity)
+        if self.limits.max_acceleration is not None:
+            change = self.limits.max_acceleration * dt
+            velocity = np.clip(velocity, self.velocity - change, self.velocity + change)
+        # never past the target: slowing down to stop at it is always allowed
+        velocity = np.clip(velocity, np.minimum(wanted, 0.0), np.maximum(wanted, 0.0))
+        out = start + velocity * dt
+        limited = [n for n, a, b in zip(self.joint_names, out, target) if abs(a - b) > 1e-9]
+        return out, limited
 
     def _blend(self, decision: Decision, now: float) -> None:
         """Smooth hand-over: from the last command towards the new source's target over handover_s."""
@@ -218,6 +296,7 @@ class SafetyFilter:
             return self._hold("no policy chunk")
         future = np.nonzero(self.chunk.times() > now)[0]
         if future.size == 0:
-            return self._hold("policy chunk exhausted (no fresh chunk)")
+            return self._hold(f"policy chunk exhausted (no fresh chunk for {(now - self.chunk_at) * 1e3:.0f} ms: "
+                              "inference stalled or its input is stale)")
         return Decision(self._chunk_positions[future[0]].copy(), "policy", self.chunk.stamp,
                         remaining=int(self.chunk.horizon - future[0] - 1))

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,9 +12,17 @@ NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_rol
 HOME = np.array([0.0, 0.0, 0.2, -0.2, 0.0, 0.02])  # gripper half open: offsets stay inside limits
 
 
+def position_limits():
+    """The sim arm's position limits alone: these tests exercise the other rules with large, quick moves
+    (velocity, acceleration, jump and workspace rules have their own tests in test_hardening.py)."""
+    limits = load_robot_limits(data_path("calibration", "sim_arm.yaml"))
+    return dataclasses.replace(limits, max_velocity=np.full(len(limits.joint_names), 1e6), max_acceleration=None,
+                               max_jump=None, workspace=None)
+
+
 @pytest.fixture
 def f():
-    flt = SafetyFilter(load_robot_limits(data_path("calibration", "sim_arm.yaml")), SafetyConfig(
+    flt = SafetyFilter(position_limits(), SafetyConfig(
         max_observation_age=0.3, joint_state_timeout=0.3, teleop_timeout=0.3, handover_s=0.0))
     return flt
 
@@ -144,7 +154,7 @@ def test_new_episode_holds_the_measured_position_not_the_last_target(f):
 
 
 def handover_filter(seconds):
-    return SafetyFilter(load_robot_limits(data_path("calibration", "sim_arm.yaml")), SafetyConfig(handover_s=seconds))
+    return SafetyFilter(position_limits(), SafetyConfig(handover_s=seconds))
 
 
 @pytest.mark.parametrize("direction", ["policy->teleop", "teleop->policy"])

@@ -111,7 +111,7 @@ class RealSenseCamera(Camera):
 
     # -- connect -------------------------------------------------------------------------------------
     def _profile(self, sensor, stream, formats):
-        rs, cfg = self.rs, self.config
+        cfg = self.config
         available = []
         for profile in sensor.get_stream_profiles():
             if profile.stream_type() != stream:
@@ -187,7 +187,6 @@ class RealSenseCamera(Camera):
 
     # -- frames --------------------------------------------------------------------------------------
     def read(self, timeout_s: float | None = None) -> CameraFrame:
-        rs = self.rs
         if self._syncer is None:
             raise CameraDisconnected(f"{self.label}: not connected")
         timeout = self.config.timeout_s if timeout_s is None else timeout_s

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("cv2", reason="the opencv extra is part of the test environment (make test)")
 
 from robot_rl.calibration.camera import CalibrationFailed, calibrate_camera  # noqa: E402
 from robot_rl.calibration.camera_info import load_camera_info, save_camera_info  # noqa: E402

@@ -6,7 +6,6 @@ import time
 import numpy as np
 import pytest
 
-rs = pytest.importorskip("pyrealsense2", reason="the realsense extra is part of the test environment (make test)")
 
 from robot_rl.cameras import CameraConfig, make_camera  # noqa: E402
 from robot_rl.cameras.base import CameraDisconnected, CameraError, CameraTimeout  # noqa: E402

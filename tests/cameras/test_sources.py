@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2", reason="the opencv extra is part of the test environment (make test)")
+import cv2  # noqa: E402  (requirements/hardware.txt: part of the test environment)
 
 from robot_rl.cameras import CameraConfig, DeviceClock, make_camera  # noqa: E402
 from robot_rl.cameras.base import CameraDisconnected, CameraError  # noqa: E402

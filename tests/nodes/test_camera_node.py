@@ -10,7 +10,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
-pytest.importorskip("pyrealsense2", reason="the realsense extra is part of the test environment (make test)")
 
 from robot_rl.calibration.camera_info import save_camera_info  # noqa: E402
 from robot_rl.cameras.base import Intrinsics  # noqa: E402

@@ -24,7 +24,7 @@ from robot_rl.cameras import CameraConfig, make_camera
 from robot_rl.cameras.base import CameraFrame
 from robot_rl.cameras.stream import CameraStream
 from robot_rl.ros import qos
-from robot_rl.ros.conversions import depth_to_msg, diagnostics_msg, image_to_msg, intrinsics_to_camera_info
+from robot_rl.ros.conversions import depth_to_msg, diagnostics_msg, image_to_msg, camera_info_msg
 from robot_rl.ros.node_utils import declare, now_sec, run_node
 
 DEFAULTS = {
@@ -94,7 +94,7 @@ class CameraNode(Node):
         self.stamp_source = frame.stamp_source
         self.image_pub.publish(image_to_msg(frame.color, frame.stamp, self.frame_id))
         intrinsics = self.calibration or self.camera.intrinsics()
-        info = intrinsics_to_camera_info(intrinsics, frame.stamp, self.frame_id) if intrinsics else None
+        info = camera_info_msg(intrinsics, frame.stamp, self.frame_id) if intrinsics else None
         if info is not None:
             self.info_pub.publish(info)
         if self.depth_pub is not None and frame.depth is not None:

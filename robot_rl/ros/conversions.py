@@ -17,7 +17,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robot_rl.policy.base import ActionChunk
 from robot_rl.safety.limits import in_joint_order
-from robot_rl.sim.world import CameraModel, ObjectPose
+from robot_rl.sim.world import ObjectPose
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
 
@@ -41,22 +41,26 @@ def duration_sec(d: Duration) -> float:
 
 
 # -- images --------------------------------------------------------------------------------------
-def image_to_msg(image: np.ndarray, stamp: float, frame_id: str, encoding: str = "rgb8") -> Image:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+def _image_msg(pixels: np.ndarray, stamp: float, frame_id: str, encoding: str) -> Image:
     msg = Image()
     msg.header.stamp = to_stamp(stamp)
     msg.header.frame_id = frame_id
-    msg.height, msg.width = image.shape[:2]
+    msg.height, msg.width = pixels.shape[:2]
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = image.shape[1] * 3
+    msg.step = pixels.shape[1] * pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1)
     # array.array is what the generated message stores; filling it from the buffer is one memcpy,
     # where assigning bytes makes the setter build the array element by element (~10x slower).
     data = array.array("B")
-    data.frombytes(np.ascontiguousarray(image).data)
+    data.frombytes(np.ascontiguousarray(pixels).view(np.uint8).data)
     msg.data = data
     return msg
+
+
+def image_to_msg(image: np.ndarray, stamp: float, frame_id: str, encoding: str = "rgb8") -> Image:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    return _image_msg(image, stamp, frame_id, encoding)
 
 
 def msg_to_image(msg: Image, topic: str = "image") -> np.ndarray:
@@ -78,42 +82,18 @@ def depth_to_msg(depth: np.ndarray, stamp: float, frame_id: str) -> Image:
     """A (H, W) uint16 depth image (millimetres on a RealSense) as a 16UC1 message, like realsense2_camera's."""
     if depth.dtype != np.uint16 or depth.ndim != 2:
         raise ValueError(f"expected an (H, W) uint16 depth image, got {depth.shape} {depth.dtype}")
-    msg = Image()
-    msg.header.stamp = to_stamp(stamp)
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = depth.shape
-    msg.encoding = "16UC1"
-    msg.is_bigendian = 0
-    msg.step = depth.shape[1] * 2
-    data = array.array("B")
-    data.frombytes(np.ascontiguousarray(depth.astype("<u2", copy=False)).view(np.uint8).data)
-    msg.data = data
-    return msg
+    return _image_msg(depth.astype("<u2", copy=False), stamp, frame_id, "16UC1")
 
 
-def intrinsics_to_camera_info(intrinsics, stamp: float, frame_id: str) -> CameraInfo:
-    """CameraInfo from :class:`robot_rl.cameras.base.Intrinsics` (calibration file or the device's own)."""
+def camera_info_msg(model, stamp: float, frame_id: str) -> CameraInfo:
+    """CameraInfo from intrinsics: :class:`robot_rl.cameras.base.Intrinsics` (a calibration file or the
+    device's own) or a simulated :class:`CameraModel` (no distortion)."""
     msg = CameraInfo()
     msg.header.stamp = to_stamp(stamp)
     msg.header.frame_id = frame_id
-    msg.width, msg.height = int(intrinsics.width), int(intrinsics.height)
-    msg.distortion_model = intrinsics.distortion_model
-    msg.d = [float(v) for v in intrinsics.distortion]
-    msg.k = intrinsics.k.reshape(-1).tolist()
-    msg.r = np.eye(3).reshape(-1).tolist()
-    p = np.zeros((3, 4))
-    p[:, :3] = intrinsics.k
-    msg.p = p.reshape(-1).tolist()
-    return msg
-
-
-def camera_info_msg(model: CameraModel, stamp: float, frame_id: str) -> CameraInfo:
-    msg = CameraInfo()
-    msg.header.stamp = to_stamp(stamp)
-    msg.header.frame_id = frame_id
-    msg.width, msg.height = model.width, model.height
-    msg.distortion_model = "plumb_bob"
-    msg.d = [0.0] * 5
+    msg.width, msg.height = int(model.width), int(model.height)
+    msg.distortion_model = getattr(model, "distortion_model", "plumb_bob")
+    msg.d = [float(v) for v in getattr(model, "distortion", [0.0] * 5)]
     msg.k = model.k.reshape(-1).tolist()
     msg.r = np.eye(3).reshape(-1).tolist()
     p = np.zeros((3, 4))

@@ -219,10 +219,14 @@ class SafetyFilter:
 
     def step(self, now: float) -> Decision:
         decision = self._decide(now)
+        start = self.last.positions if self.last.positions is not None else self.measured
+        # Time since the last command, at most one control period: an extra command between two timed
+        # ones (the node also steps on events) gets only the motion its share of the period allows.
+        dt = float(np.clip(now - self.last_step_at, 1e-3, self.config.control_period_s))
         if decision.positions is not None and decision.source in ("policy", "teleop"):
             self._blend(decision, now)
             positions, clamped = self.limits.clamp(decision.positions)
-            positions, limited = self._rate_limit(positions, self._step_dt(now))
+            positions, limited = self._rate_limit(positions, start, dt)
             outside = self.workspace.violation(positions) if self.workspace is not None else None
             if outside:
                 self.refused["workspace"] += 1
@@ -230,10 +234,8 @@ class SafetyFilter:
                 decision = self._hold(f"{decision.source} command refused: {outside}")
             else:
                 decision.positions, decision.clamped, decision.limited = positions, clamped, limited
-        moving = decision.positions is not None and decision.source in ("policy", "teleop")
-        start = self.last.positions if self.last.positions is not None else self.measured
-        if moving and start is not None:
-            self.velocity = (decision.positions - start) / self._step_dt(now)
+        if decision.source in ("policy", "teleop") and start is not None:
+            self.velocity = (decision.positions - start) / dt
         else:
             self.velocity = np.zeros_like(self.velocity)  # holding, frozen or nothing: at rest
         if decision.positions is not None:
@@ -241,14 +243,9 @@ class SafetyFilter:
             self.last_step_at = now
         return decision
 
-    def _step_dt(self, now: float) -> float:
-        """Time since the last command, at most one control period: an extra command between two timed
-        ones (the node also steps on events) gets only the motion its share of the period allows."""
-        return float(np.clip(now - self.last_step_at, 1e-3, self.config.control_period_s))
-
-    def _rate_limit(self, target: np.ndarray, dt: float) -> tuple[np.ndarray, list[str]]:
-        """The target, reached no faster than max_velocity and max_acceleration allow from the last command."""
-        start = self.last.positions if self.last.positions is not None else self.measured
+    def _rate_limit(self, target: np.ndarray, start: np.ndarray | None, dt: float) -> tuple[np.ndarray, list[str]]:
+        """The target, reached from ``start`` (the last command) no faster than max_velocity and
+        max_acceleration allow in ``dt``."""
         if start is None:
             return target, []
         wanted = (target - start) / dt

@@ -10,7 +10,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 setup: $(STAMP)
 
 # Re-run the set-up only when what it installs from changed: seconds when already done.
-$(STAMP): setup.py package.xml requirements/base.txt requirements/pip-ros.txt requirements/test.txt requirements/hardware.txt scripts/setup.sh
+$(STAMP): setup.py package.xml requirements/base.txt requirements/pip-ros.txt requirements/test.txt requirements/hardware.txt requirements/data.txt scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "robot_rl"
-NODES = ["sim_bridge_node", "camera_node", "robot_driver_node", "policy_node", "safety_node", "reward_node", "teleop_node", "episode_node"]
+NODES = ["sim_bridge_node", "camera_node", "robot_driver_node", "policy_node", "safety_node", "reward_node", "teleop_node",
+         "episode_node", "record_node"]
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:
@@ -64,6 +65,8 @@ setup(
         "realsense": ["pyrealsense2>=2.55"],
         "opencv": ["opencv-python-headless>=4.8,<5"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+        # ROS 2 bags (MCAP): robot-rl record / convert bag / replay
+        "bags": ["rosbags>=0.11,<0.12"],
         "test": ["pytest>=8", "pytest-timeout"],
     },
     zip_safe=True,

@@ -1,5 +1,6 @@
 """The ``robot-rl`` command: launch, demo, bench, collect, train-bc, export, evaluate, and the progress
-critic: train-critic, eval-critic, export-critic, critic-server; the learner loop: keygen, learner."""
+critic: train-critic, eval-critic, export-critic, critic-server; the learner loop: keygen, learner; data:
+record, convert, replay (robot_rl/data/cli.py); calibrate (robot_rl/calibration/cli.py)."""
 
 from __future__ import annotations
 
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_rl.calibration.cli import add_parsers as add_calibration_parsers
 
     add_calibration_parsers(sub)
+    from robot_rl.data.cli import add_parsers as add_data_parsers
+
+    add_data_parsers(sub)
 
     p = sub.add_parser("keygen", help="a CurveZMQ key pair for the learner or a robot (<name>.key, <name>.key_secret)")
     p.add_argument("--name", required=True, help="learner, robot1, ...")

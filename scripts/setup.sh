@@ -22,6 +22,6 @@ fi
 PIP="$VENV/bin/python -m pip"
 # torch first and alone, so nothing later resolves it to a CUDA build.
 $PIP install -q --disable-pip-version-check torch==2.13.0
-$PIP install -q --disable-pip-version-check -r requirements/base.txt -r requirements/pip-ros.txt -r requirements/test.txt -r requirements/hardware.txt
+$PIP install -q --disable-pip-version-check -r requirements/base.txt -r requirements/pip-ros.txt -r requirements/test.txt -r requirements/hardware.txt -r requirements/data.txt
 $PIP install -q --disable-pip-version-check --no-deps -e .
 "$VENV/bin/python" -c "import rclpy, mujoco, torch, onnxruntime, zmq; print('robot_rl environment ready: torch', torch.__version__, 'mujoco', mujoco.__version__)"

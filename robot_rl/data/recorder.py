@@ -172,7 +172,8 @@ class EpisodeRecorder:
 
     # -- one executed command = one step ---------------------------------------------------------------
     def _latest(self, store: OrderedDict):
-        return next(reversed(store.values())) if store else None
+        """The newest-stamped of what has arrived (a late, older frame does not replace a newer one)."""
+        return store[max(store)] if store else None
 
     def _observation_at(self, stamp: float):
         """The frames stamped ``stamp`` and the joint state nearest to it (the policy node's rule)."""

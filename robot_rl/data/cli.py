@@ -1,0 +1,73 @@
+"""``robot-rl record | convert | replay``: data in the ecosystem's formats, on the command line.
+
+- ``record``: topics of the running graph into an MCAP ROS 2 bag (``record_node``).
+- ``convert bag``: a bag into episodes (as-of alignment, :mod:`robot_rl.data.bags`).
+- ``convert to-lerobot`` / ``convert from-lerobot``: episodes to and from a LeRobotDataset (v3), run in
+  the separate lerobot environment (:mod:`robot_rl.data.lerobot_format`).
+- ``replay``: a recorded episode or bag through the policy and reward nodes (:mod:`robot_rl.data.replay`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("record", help="record topics of the running graph into an MCAP ROS 2 bag (Ctrl-C stops)")
+    p.add_argument("output", help="bag directory to create")
+    p.add_argument("--topics", nargs="*", default=[], help="topic names (default: every topic but /rosout and "
+                                                           "/parameter_events, including ones that appear later)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--use-sim-time", action="store_true", help="log times from /clock (a simulated graph)")
+    p.set_defaults(func=_record)
+
+    p = sub.add_parser("convert", help="episodes from a ROS 2 bag, to and from a LeRobotDataset")
+    csub = p.add_subparsers(dest="convert", required=True)
+    c = csub.add_parser("bag", help="a ROS 2 bag (MCAP or sqlite3) -> episodes, one step per executed command")
+    c.add_argument("bag")
+    c.add_argument("--out", required=True, help="dataset directory for the episodes")
+    c.add_argument("--cameras", nargs="*", default=[], help="camera names (default: every /camera/<name>/color/image_raw)")
+    c.add_argument("--size", default="", help="WxH to resize frames to (default: as recorded)")
+    c.add_argument("--rate", type=float, default=10.0, help="control rate of the commands, Hz")
+    c.add_argument("--command-topic", default="/safety/command", help="the executed commands (JointState): the step clock")
+    c.add_argument("--command-source", default="", help="policy | teleop: the commands' author when their "
+                                                          "header.frame_id does not say (e.g. a leader arm's topic)")
+    c.add_argument("--joints-topic", default="/joint_states")
+    c.add_argument("--instruction", default="", help="when the bag has no /instruction message")
+    c.add_argument("--task", default="")
+    c.set_defaults(func=_convert_bag)
+
+
+def _record(args) -> int:
+    from robot_rl.nodes.record_node import main
+
+    ros_args = ["robot-rl-record", "--ros-args", "-p", f"output:={args.output}",
+                "-p", f"topics:={' '.join(args.topics)}", "-p", f"duration_s:={float(args.duration)}"]
+    if args.use_sim_time:
+        ros_args += ["-p", "use_sim_time:=true"]
+    return main(ros_args)
+
+
+def _convert_bag(args) -> int:
+    from robot_rl.data.bags import BagConversion, BagError, bag_to_episodes
+
+    width = height = 0
+    if args.size:
+        try:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            print(f"robot-rl convert bag: --size {args.size!r}: expected WxH, e.g. 128x96", file=sys.stderr)
+            return 2
+    conversion = BagConversion(cameras=args.cameras, image_width=width, image_height=height, control_rate_hz=args.rate,
+                               command_topic=args.command_topic, command_source=args.command_source,
+                               joints_topic=args.joints_topic, instruction=args.instruction, task=args.task)
+    try:
+        episodes = bag_to_episodes(args.bag, args.out, conversion)
+    except (BagError, FileExistsError) as exc:
+        print(f"robot-rl convert bag: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"bag": args.bag, "out": args.out, "episodes": [
+        {"id": e.meta.episode_id, "steps": len(e), "instruction": e.meta.instruction, "source": e.meta.source,
+         "intervened_steps": int(e.intervention.sum())} for e in episodes]}, indent=2))
+    return 0 if episodes else 1

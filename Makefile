@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.setup-stamp
 export MUJOCO_GL ?= egl
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean lerobot-env test-lerobot
 
 setup: $(STAMP)
 
@@ -20,8 +20,21 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# LeRobotDataset export/import: lerobot pins an older torch, so it has its own environment and tests.
+LEROBOT_VENV  ?= .venv-lerobot
+LEROBOT_STAMP := $(LEROBOT_VENV)/.setup-stamp
+
+lerobot-env: $(LEROBOT_STAMP)
+
+$(LEROBOT_STAMP): setup.py requirements/lerobot.txt scripts/setup-lerobot.sh
+	LEROBOT_VENV=$(LEROBOT_VENV) bash scripts/setup-lerobot.sh
+	touch $@
+
+test-lerobot: setup lerobot-env
+	HF_HUB_OFFLINE=1 $(LEROBOT_VENV)/bin/python -m pytest -c tests_lerobot/pytest.ini tests_lerobot
+
 bench: setup
 	$(VENV)/bin/robot-rl bench loop --json bench-results/loop.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LEROBOT_VENV) build *.egg-info

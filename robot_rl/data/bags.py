@@ -30,7 +30,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from robot_rl.data.episodes import Episode, write_episode
 from robot_rl.data.recorder import EpisodeRecorder, RecorderConfig

@@ -37,6 +37,18 @@ def add_parsers(sub) -> None:
     c.add_argument("--instruction", default="", help="when the bag has no /instruction message")
     c.add_argument("--task", default="")
     c.set_defaults(func=_convert_bag)
+    c = csub.add_parser("to-lerobot", help="episodes -> a new LeRobotDataset v3 (runs in the lerobot environment)")
+    c.add_argument("episodes", help="dataset directory of episodes")
+    c.add_argument("--out", required=True, help="LeRobotDataset root to create")
+    c.add_argument("--repo-id", default="local/robot_rl")
+    c.add_argument("--images", default="video", choices=["video", "png"],
+                   help="video: AV1 (LeRobot's default, lossy); png: lossless images")
+    c.set_defaults(func=_convert_lerobot)
+    c = csub.add_parser("from-lerobot", help="a LeRobotDataset v3 -> episodes (runs in the lerobot environment)")
+    c.add_argument("dataset", help="LeRobotDataset root (meta/info.json inside)")
+    c.add_argument("--out", required=True, help="dataset directory for the episodes")
+    c.add_argument("--repo-id", default="local/robot_rl")
+    c.set_defaults(func=_convert_lerobot)
 
 
 def _record(args) -> int:
@@ -71,3 +83,24 @@ def _convert_bag(args) -> int:
         {"id": e.meta.episode_id, "steps": len(e), "instruction": e.meta.instruction, "source": e.meta.source,
          "intervened_steps": int(e.intervention.sum())} for e in episodes]}, indent=2))
     return 0 if episodes else 1
+
+
+def _convert_lerobot(args) -> int:
+    """Run :mod:`robot_rl.data.lerobot_format` with the lerobot environment's Python."""
+    import os
+    import subprocess
+
+    from robot_rl.data.lerobot_format import lerobot_python
+
+    python = lerobot_python()
+    if python is None or not os.path.exists(python):
+        where = python or ".venv-lerobot/bin/python"
+        print(f"robot-rl convert {args.convert}: no lerobot environment at {where}; create it with `make lerobot-env` "
+              "or point ROBOT_RL_LEROBOT_PYTHON at a Python that has lerobot", file=sys.stderr)
+        return 2
+    if args.convert == "to-lerobot":
+        command = ["export", args.episodes, "--out", args.out, "--repo-id", args.repo_id, "--images", args.images]
+    else:
+        command = ["import", args.dataset, "--out", args.out, "--repo-id", args.repo_id]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([python, "-m", "robot_rl.data.lerobot_format", *command], env=env).returncode

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the lerobot environment (.venv-lerobot): lerobot with the torch it pins, and
+# robot_rl itself without its dependencies (the LeRobot converter needs only the episode format).
+# Called by `make lerobot-env` (and so `make test-lerobot`) only when its inputs changed.
+set -euo pipefail
+VENV=${LEROBOT_VENV:-.venv-lerobot}
+PYTHON=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --disable-pip-version-check -r requirements/lerobot.txt
+$PIP install -q --disable-pip-version-check --no-deps -e .
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import lerobot, torch; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot environment ready: lerobot', lerobot.__version__, 'torch', torch.__version__)"

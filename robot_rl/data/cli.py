@@ -50,6 +50,19 @@ def add_parsers(sub) -> None:
     c.add_argument("--repo-id", default="local/robot_rl")
     c.set_defaults(func=_convert_lerobot)
 
+    p = sub.add_parser("replay", help="a recorded episode or bag through the policy and reward nodes: actions "
+                                      "compared with the recorded ones, the critic's value curve plotted")
+    p.add_argument("source", help="an episode directory, a dataset of episodes or a ROS 2 bag")
+    p.add_argument("--episode", type=int, default=0, help="which episode of a dataset or bag")
+    p.add_argument("--out", default="replay", help="folder for replay.json and replay.png")
+    p.add_argument("--policy", default="vla")
+    p.add_argument("--policy-path", default="", help="exported policy directory (default: policies/sim_default)")
+    p.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
+    p.add_argument("--critic", default="", help="critic export or checkpoint (default: policies/sim_critic); none: no critic")
+    p.add_argument("--allow-unseen-instructions", action="store_true")
+    p.add_argument("--robot-limits", default="", help="the robot's limits YAML (its joint order)")
+    p.set_defaults(func=_replay)
+
 
 def _record(args) -> int:
     from robot_rl.nodes.record_node import main
@@ -104,3 +117,23 @@ def _convert_lerobot(args) -> int:
         command = ["import", args.dataset, "--out", args.out, "--repo-id", args.repo_id]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([python, "-m", "robot_rl.data.lerobot_format", *command], env=env).returncode
+
+
+def _replay(args) -> int:
+    from robot_rl.data.bags import BagError
+    from robot_rl.data.episodes import EpisodeFormatError
+    from robot_rl.data.replay import ReplayConfig, load_episode, replay
+
+    try:
+        episode = load_episode(args.source, args.episode)
+        report = replay(episode, ReplayConfig(policy=args.policy, policy_path=args.policy_path, backend=args.backend,
+                                              critic=args.critic, allow_unseen_instructions=args.allow_unseen_instructions,
+                                              robot_limits_file=args.robot_limits), args.out)
+    except (BagError, EpisodeFormatError, ValueError, FileNotFoundError) as exc:
+        print(f"robot-rl replay: {exc}", file=sys.stderr)
+        return 2
+    first = report["first_action"]["all"]
+    print(json.dumps({"episode": report["episode"], "steps": report["steps"], "chunks_received": report["chunks_received"],
+                      "first_action_mae": first.get("mae"), "worst_joint_p95": first.get("worst_joint_p95"),
+                      "final_value": report["final_value"], "files": report.get("files")}, indent=2))
+    return 0 if report["chunks_received"] else 1

@@ -50,3 +50,16 @@ def test_bench_inference_quick_writes_json(tiny_export, tmp_path):
     assert backends["torch_eager_fp32"]["speedup_vs_torch_eager_fp32"] == 1.0
     assert backends["onnxruntime"]["n"] == 20 and backends["onnxruntime"]["p50_ms"] > 0
     assert report["goals"]["onnxruntime_cpu_speedup_default"]["measured"] == backends["onnxruntime"]["speedup_vs_torch_eager_fp32"]
+
+
+def test_convert_to_lerobot_without_a_lerobot_environment_says_how_to_make_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROBOT_RL_LEROBOT_PYTHON": str(tmp_path / "no-such-python")}
+    done = subprocess.run([sys.executable, "-m", "robot_rl.cli", "convert", "to-lerobot", str(tmp_path), "--out",
+                           str(tmp_path / "ds")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "no lerobot environment" in done.stderr and "make lerobot-env" in done.stderr
+    assert not (tmp_path / "ds").exists()

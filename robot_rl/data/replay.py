@@ -162,7 +162,7 @@ def replay(episode: Episode, config: ReplayConfig, out_dir: str | Path | None = 
     from robot_rl.nodes.policy_node import PolicyNode
     from robot_rl.nodes.reward_node import RewardNode
     from robot_rl.ros import qos
-    from robot_rl.ros.conversions import image_to_msg, joint_state_msg, msg_to_chunk, to_sec, to_stamp
+    from robot_rl.ros.conversions import image_to_msg, joint_state_msg, msg_to_chunk, to_stamp
     from robot_rl.safety.limits import in_joint_order
 
     m = episode.meta

@@ -44,7 +44,9 @@ def make_episode(index: int, length: int, extras: bool = True, rate: float = 10.
     meta = EpisodeMeta(f"20261123-000000.00000000{index}_reach_cube_s{index}_abc{index:03d}", "reach_cube",
                        "reach the red cube", index, index % 2 == 0, "mixed", ["front", "wrist"], H, W, JOINTS, rate,
                        length, extra={"robot": "so101_a", "policy_versions": [3, 4], "outcome": "done"})
-    q = rng.normal(size=(length, len(JOINTS))).astype(np.float32)
+    # joints within the SO-101 sim arm's limits (a replayed policy refuses targets far outside them)
+    q = np.concatenate([rng.uniform(-0.4, 0.4, (length, len(JOINTS) - 1)), rng.uniform(0.0, 0.04, (length, 1))],
+                       axis=1).astype(np.float32)
     extra_arrays = {}
     if extras:
         extra_arrays = {"reward": rng.normal(size=length).astype(np.float32),
@@ -192,3 +194,18 @@ def test_robot_rl_convert_from_the_main_environment_runs_here(episodes_dir, tmp_
     assert done.returncode == 0, done.stderr
     assert [read_episode(p).meta.episode_id for p in list_episodes(tmp_path / "back")] == \
         [read_episode(p).meta.episode_id for p in list_episodes(episodes_dir)]
+
+
+def test_robot_rl_replay_takes_a_lerobot_dataset(episodes_dir, tmp_path):
+    """The user's first check on real data kept as a LeRobotDataset: replay it through the nodes."""
+    export_lerobot(episodes_dir, tmp_path / "ds")
+    env = {**os.environ, "ROBOT_RL_LEROBOT_PYTHON": sys.executable, "MUJOCO_GL": "egl",
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(10 + os.getpid() % 90)}
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "robot-rl"), "replay", str(tmp_path / "ds"), "--episode", "1",
+                           "--critic", "none", "--out", str(tmp_path / "replay")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "replay" / "replay.json").read_text())
+    assert report["steps"] == 17 and report["chunks_received"] == 17
+    assert report["episode"] == read_episode(list_episodes(episodes_dir)[1]).meta.episode_id
+    assert report["first_action"]["human_steps"]["steps"] == 4  # steps 1, 5, 9, 13 were the human's

@@ -52,7 +52,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("replay", help="a recorded episode or bag through the policy and reward nodes: actions "
                                       "compared with the recorded ones, the critic's value curve plotted")
-    p.add_argument("source", help="an episode directory, a dataset of episodes or a ROS 2 bag")
+    p.add_argument("source", help="an episode directory, a dataset of episodes, a ROS 2 bag or a LeRobotDataset")
     p.add_argument("--episode", type=int, default=0, help="which episode of a dataset or bag")
     p.add_argument("--out", default="replay", help="folder for replay.json and replay.png")
     p.add_argument("--policy", default="vla")

@@ -1,8 +1,8 @@
 """``robot-rl replay``: a recorded real episode through the policy and reward nodes, before the policy
 moves a real arm.
 
-The episode (an episode directory, a dataset of episodes, or a ROS 2 bag, converted as
-``robot-rl convert bag`` would) is played into a real ROS graph in this process: ``policy_node`` and
+The episode (an episode directory, a dataset of episodes, a ROS 2 bag, converted as
+``robot-rl convert bag`` would, or a LeRobotDataset, read by the lerobot environment) is played into a real ROS graph in this process: ``policy_node`` and
 ``reward_node`` run as they do on the robot, with ``use_sim_time``, and a replay driver publishes
 ``/clock``, ``/instruction``, ``/joint_states`` and the camera frames with the *recorded* stamps. Steps
 go in lock-step: step i's observation is published, then the driver waits for the chunk stamped with
@@ -54,7 +54,8 @@ def load_episode(source: str | Path, index: int = 0, log=print) -> Episode:
         episodes = bag_to_episodes(path, None, log=log)
         kind = "bag"
     elif path.is_dir() and (path / "meta" / "info.json").is_file():
-        raise ValueError(f"{path}: a LeRobotDataset; convert it first: robot-rl convert from-lerobot {path} --out DIR")
+        episodes = _from_lerobot(path, log)
+        kind = "LeRobotDataset"
     elif path.is_dir():
         episodes = list_episodes(path)
         kind = "dataset"
@@ -64,6 +65,27 @@ def load_episode(source: str | Path, index: int = 0, log=print) -> Episode:
         raise ValueError(f"{path}: {kind} has {len(episodes)} episodes, no index {index}")
     chosen = episodes[index]
     return chosen if isinstance(chosen, Episode) else read_episode(chosen)
+
+
+def _from_lerobot(path: Path, log) -> list[Episode]:
+    """A LeRobotDataset's episodes, converted by the lerobot environment (robot-rl convert from-lerobot)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from robot_rl.data.lerobot_format import lerobot_python
+
+    python = lerobot_python()
+    if python is None or not os.path.exists(python):
+        raise ValueError(f"{path}: a LeRobotDataset, and there is no lerobot environment to read it "
+                         "(make lerobot-env, or robot-rl convert from-lerobot on a machine that has one)")
+    with tempfile.TemporaryDirectory(prefix="replay_lerobot_") as tmp:
+        done = subprocess.run([python, "-m", "robot_rl.data.lerobot_format", "import", str(path), "--out", tmp],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ValueError(f"{path}: the lerobot environment could not read it: {done.stderr.strip()[-2000:]}")
+        log(f"{path}: read through the lerobot environment")
+        return [read_episode(p) for p in list_episodes(tmp)]
 
 
 def _errors(proposed: np.ndarray, recorded: np.ndarray, mask: np.ndarray) -> dict:

@@ -1,6 +1,7 @@
 """robot-rl replay: a recorded episode through the real policy and reward nodes (DDS, sim time)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -58,8 +59,9 @@ def test_a_different_policy_shows_up_as_action_error(policy_episode, tiny_export
 def test_replay_command_refuses_what_it_cannot_replay(tmp_path):
     (tmp_path / "lerobot" / "meta").mkdir(parents=True)
     (tmp_path / "lerobot" / "meta" / "info.json").write_text("{}")
+    env = {**os.environ, "ROBOT_RL_LEROBOT_PYTHON": str(tmp_path / "no-such-python")}
     for source, reason in [(tmp_path / "absent", "no episode, dataset or bag"),
-                           (tmp_path / "lerobot", "convert it first")]:
+                           (tmp_path / "lerobot", "no lerobot environment")]:
         done = subprocess.run([sys.executable, "-m", "robot_rl.cli", "replay", str(source)], capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, env=env)
         assert done.returncode == 2 and reason in done.stderr, done.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import os
 import queue
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ def _interface_file(msgtype: str) -> Path | None:
     """The ``.msg`` file of ``pkg/msg/Name`` in an installed interface package (ament prefixes)."""
     pkg, _, name = msgtype.split("/")
     prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    prefixes.append(os.sys.prefix)
+    prefixes.append(sys.prefix)
     for prefix in prefixes:
         path = Path(prefix) / "share" / pkg / "msg" / f"{name}.msg"
         if path.is_file():

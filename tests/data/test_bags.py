@@ -1,6 +1,7 @@
 """ROS 2 bags: record the running graph to MCAP over real DDS, read the bag back with rosbags and with
 an independent MCAP reader, turn it into episodes with as-of alignment, and refuse damaged bags."""
 
+import difflib
 import signal
 import subprocess
 import sys
@@ -63,22 +64,25 @@ def test_a_recorded_graph_converts_to_the_episodes_the_live_recorder_wrote(ros, 
         a, b = live[eid], by_live_id[eid]
         assert b.meta.instruction == a.meta.instruction and b.meta.cameras == cams
         assert b.images["front"].shape[1:] == (24, 32, 3)
-        # the bag's recorder and the live one heard the same messages, each in its own callback order
-        assert abs(len(a) - len(b)) <= 2, (len(a), len(b))
-        # a step at an episode's edge can fall either side of it: compare the steps at the best shift
-        best = max(((shift, _agreement(a.actions, b.actions, shift)) for shift in range(-2, 3)), key=lambda x: x[1])
-        assert best[1] >= 0.8, best
-        flags = _agreement(a.intervention[:, None], b.intervention[:, None], best[0])
-        assert flags >= 0.8, flags
+        # the bag's recorder and the live one heard the same messages, each at its own arrival times
+        assert abs(len(a) - len(b)) <= max(2, 0.15 * len(a)), (len(a), len(b))
+        # each recorder merges a command that replaces the previous one within half a period by its own
+        # arrival time, so a step can merge in one and not in the other (and a step at an episode's edge
+        # can fall either side of it): compare the steps as aligned sequences, not row by row
+        pairs = _aligned_rows(a.actions, b.actions)
+        assert len(pairs) >= 0.8 * min(len(a), len(b)), (len(pairs), len(a), len(b))
+        flags = np.mean([a.intervention[i] == b.intervention[j] for i, j in pairs])
+        assert flags >= 0.9, flags
         decisions = (b.extras["policy_version"] >= 0).sum()
         assert decisions >= 0.5 * (a.extras["policy_version"] >= 0).sum()
     assert list_episodes(tmp_path / "converted")  # and they were written in the episode format
 
 
-def _agreement(a, b, shift):
-    """The fraction of rows a[i] == b[i + shift] over the rows both have."""
-    pairs = [(a[i], b[i + shift]) for i in range(len(a)) if 0 <= i + shift < len(b)]
-    return float(np.mean([np.allclose(x, y, atol=1e-6) for x, y in pairs]))
+def _aligned_rows(a, b):
+    """(i, j) pairs where row a[i] equals row b[j], in order: the longest common subsequence's blocks."""
+    key = lambda rows: [tuple(np.round(np.asarray(r, np.float64), 5)) for r in rows]  # noqa: E731
+    matcher = difflib.SequenceMatcher(None, key(a), key(b), autojunk=False)
+    return [(m.a + k, m.b + k) for m in matcher.get_matching_blocks() for k in range(m.size)]
 
 
 def _stamp(msg, t):

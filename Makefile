@@ -26,7 +26,7 @@ LEROBOT_STAMP := $(LEROBOT_VENV)/.setup-stamp
 
 lerobot-env: $(LEROBOT_STAMP)
 
-$(LEROBOT_STAMP): setup.py requirements/lerobot.txt scripts/setup-lerobot.sh
+$(LEROBOT_STAMP): setup.py requirements/lerobot.txt requirements/pip-ros.txt scripts/setup-lerobot.sh
 	LEROBOT_VENV=$(LEROBOT_VENV) bash scripts/setup-lerobot.sh
 	touch $@
 

@@ -226,6 +226,42 @@ def _critic_server(args) -> int:
     return 0
 
 
+def _sim_servos(args) -> int:
+    import json
+    import signal
+    import time
+    from pathlib import Path
+
+    from robot_rl.robots.feetech_sim import SimulatedFeetechBus, example_so_arm_calibration, load_lerobot_calibration
+
+    home = Path(os.environ.get("HF_LEROBOT_HOME", Path.home() / ".cache/huggingface/lerobot"))
+    lerobot_calibration = Path(os.environ.get("HF_LEROBOT_CALIBRATION", home / "calibration"))  # lerobot's rule
+    folder = Path(args.calibration_dir or lerobot_calibration / "robots" / "so_follower").expanduser()
+    path = folder / f"{args.id}.json"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(example_so_arm_calibration(), indent=4))
+        print(f"wrote an example calibration to {path}")
+    try:
+        calibration = load_lerobot_calibration(path)
+    except ValueError as exc:
+        print(f"robot-rl sim-servos: {exc}", file=sys.stderr)
+        return 2
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    with SimulatedFeetechBus.so_arm(calibration, link=args.link) as bus:
+        print(f"simulated SO-101 servos (STS3215, ids 1-6) on {bus.device} -> {bus.port}, calibration {path}", flush=True)
+        print(f"try: robot_driver_node --ros-args -p robot_type:=lerobot -p port:={bus.device} -p robot_id:={args.id} "
+              f"-p calibration_dir:={folder} -p robot_limits_file:=<share>/calibration/so101.yaml", flush=True)
+        try:
+            while not stop:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        print(f"{bus.packets} packets answered", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description="real-robot RL on ROS 2 (see README.md)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_rl.data.cli import add_parsers as add_data_parsers
 
     add_data_parsers(sub)
+
+    p = sub.add_parser("sim-servos", help="simulated SO-100/SO-101 servos on a serial pty: a LeRobot arm set-up, "
+                                          "dry-run without the arm (robot_driver_node port:=LINK)")
+    p.add_argument("--link", default="/tmp/ttySO101", help="the port path to give lerobot (a symlink to the pty)")
+    p.add_argument("--calibration-dir", default="",
+                   help="where lerobot's <id>.json is (read, or an example written when missing); "
+                        "default: lerobot's own folder for so101_follower")
+    p.add_argument("--id", default="follower", help="lerobot's robot id (names the calibration file)")
+    p.set_defaults(func=_sim_servos)
 
     p = sub.add_parser("keygen", help="a CurveZMQ key pair for the learner or a robot (<name>.key, <name>.key_secret)")
     p.add_argument("--name", required=True, help="learner, robot1, ...")

@@ -10,6 +10,7 @@ Supported subset of the YAML launch format (what robot_rl's launch files use)::
         name: sim_bridge
         namespace: /robot1          # optional
         on_exit: shutdown           # optional: stop everything when this node exits
+        launch-prefix: ""           # optional: prepended to the command, e.g. another environment's python
         param:
         - {from: $(find-pkg-share robot_rl)/config/sim.yaml}
         - {name: task, value: $(var task)}
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -61,6 +63,7 @@ class NodeSpec:
     on_exit_shutdown: bool = False
     env: dict[str, str] = field(default_factory=dict)  # set_env entries above this node
     argv: list[str] | None = None  # an ``executable`` entry: the command line as given, no ROS arguments
+    prefix: list[str] = field(default_factory=list)  # ``launch-prefix``, split like a shell would
 
     def command(self) -> list[str]:
         if self.argv is not None:
@@ -72,11 +75,11 @@ class NodeSpec:
         if exe is None and Path(sys.executable).parent.joinpath(self.executable).exists():
             exe = str(Path(sys.executable).parent / self.executable)
         if exe is None and self.package == "robot_rl":
-            cmd = [sys.executable, "-m", f"robot_rl.nodes.{self.executable}"]
+            cmd = [*self.prefix, sys.executable, "-m", f"robot_rl.nodes.{self.executable}"]
         elif exe is None:
             raise LaunchError(f"executable '{self.executable}' of package '{self.package}' not found on PATH")
         else:
-            cmd = [exe]
+            cmd = [*self.prefix, exe]
         cmd += ["--ros-args", "-r", f"__node:={self.name}"]
         if self.namespace:
             cmd += ["-r", f"__ns:={self.namespace if self.namespace.startswith('/') else '/' + self.namespace}"]
@@ -200,8 +203,6 @@ def _condition(body: dict, args: dict[str, str], where: str) -> bool:
 
 
 def _parse_executable(body: dict, args: dict[str, str], where: str) -> NodeSpec:
-    import shlex
-
     if not isinstance(body.get("cmd"), str):
         raise LaunchError(f"{where}.executable: missing 'cmd'")
     unknown = set(body) - {"cmd", "name", "output", "on_exit", "if", "unless"}
@@ -219,7 +220,8 @@ def _parse_node(body: dict, args: dict[str, str], where: str) -> NodeSpec:
     for key in ("pkg", "exec"):
         if not isinstance(body.get(key), str):
             raise LaunchError(f"{where}.node: missing '{key}'")
-    unknown = set(body) - {"pkg", "exec", "name", "namespace", "param", "remap", "output", "on_exit", "args", "if", "unless"}
+    unknown = set(body) - {"pkg", "exec", "name", "namespace", "param", "remap", "output", "on_exit", "args", "if", "unless",
+                           "launch-prefix"}
     if unknown:
         raise LaunchError(f"{where}.node: unsupported keys {sorted(unknown)}")
     spec = NodeSpec(
@@ -228,6 +230,7 @@ def _parse_node(body: dict, args: dict[str, str], where: str) -> NodeSpec:
         name=_scalar(body.get("name", body["exec"]), args, where),
         namespace=_scalar(body.get("namespace", ""), args, where),
         on_exit_shutdown=str(body.get("on_exit", "")).strip() == "shutdown",
+        prefix=shlex.split(_scalar(body.get("launch-prefix", ""), args, where)),
     )
     for j, param in enumerate(body.get("param") or []):
         pw = f"{where}.node({spec.name}).param[{j}]"

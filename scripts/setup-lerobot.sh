@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the lerobot environment (.venv-lerobot): lerobot with the torch it pins, and
-# robot_rl itself without its dependencies (the LeRobot converter needs only the episode format).
+# robot_rl itself without its dependencies, and the ROS 2 wheels: the LeRobot converter needs only the
+# episode format, robot_driver_node for a LeRobot arm needs rclpy and the Feetech/Dynamixel SDKs.
 # Called by `make lerobot-env` (and so `make test-lerobot`) only when its inputs changed.
 set -euo pipefail
 VENV=${LEROBOT_VENV:-.venv-lerobot}
@@ -9,4 +10,4 @@ PYTHON=${PYTHON:-python3}
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --disable-pip-version-check -r requirements/lerobot.txt
 $PIP install -q --disable-pip-version-check --no-deps -e .
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import lerobot, torch; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot environment ready: lerobot', lerobot.__version__, 'torch', torch.__version__)"
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import lerobot, torch, rclpy, scservo_sdk, dynamixel_sdk; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot environment ready: lerobot', lerobot.__version__, 'torch', torch.__version__)"

@@ -142,3 +142,35 @@ def test_robot_launch_wires_cameras_driver_and_learning_nodes_from_configs():
     assert len(limits) == 4 and all(v.endswith("calibration/so101.yaml") for v in limits)
     assert [n.name for n in parse_launch(data_path("launch", "robot_launch.yaml"))] == [
         "camera_front", "robot_driver", "policy", "safety", "teleop"]
+
+
+def test_a_launch_prefix_runs_a_node_through_another_interpreter(tmp_path, capfd, monkeypatch):
+    """How a pip set-up runs a LeRobot arm's driver with lerobot's environment: launch-prefix, as in ROS."""
+    _script(tmp_path, "which_python", """
+        import sys
+        print("RUN BY " + sys.executable + " ARGS " + " ".join(sys.argv[1:3]), flush=True)
+    """)
+    wrapper = _script(tmp_path, "other_python", f"""
+        import os, sys
+        os.environ["WRAPPED"] = "1"
+        os.execv({sys.executable!r}, [{sys.executable!r}, "-c",
+                 "import os, runpy, sys; sys.argv = sys.argv[1:]; print('WRAPPED=' + os.environ['WRAPPED'], flush=True); "
+                 "runpy.run_path(sys.argv[0], run_name='__main__')", *sys.argv[1:]])
+    """)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    launch = tmp_path / "prefix.yaml"
+    launch.write_text(textwrap.dedent("""\
+        launch:
+        - arg: {name: driver_prefix, default: ""}
+        - node: {pkg: demo, exec: which_python, name: plain, launch-prefix: "$(var driver_prefix)"}
+    """))
+    plain = parse_launch(launch)[0]
+    assert plain.prefix == [] and plain.command()[0] == str(tmp_path / "which_python")
+    prefixed = parse_launch(launch, {"driver_prefix": f"{wrapper} "})[0]
+    assert prefixed.command()[:2] == [str(wrapper), str(tmp_path / "which_python")]
+    assert LaunchRunner([prefixed]).start().wait() == 0
+    out = capfd.readouterr().out
+    assert "[plain] WRAPPED=1" in out and "ARGS --ros-args -r" in out
+    robot = parse_launch(data_path("launch", "robot_launch.yaml"), {"driver_prefix": ".venv-lerobot/bin/python"})
+    assert [n.prefix for n in robot if n.name == "robot_driver"] == [[".venv-lerobot/bin/python"]]
+    assert all(n.prefix == [] for n in robot if n.name != "robot_driver")

@@ -38,6 +38,7 @@ DEFAULTS = {
     "port": "/dev/ttyACM0",
     "robot_id": "follower",
     "calibration_dir": "",
+    "write_calibration": False,  # motors disagree with lerobot's calibration file: write the file to them
     # ros2_control
     "controller": "forward_position",  # forward_position | joint_trajectory
     "controller_topic": "",  # "" = the controller's default topic
@@ -72,11 +73,14 @@ class RobotDriverNode(Node):
             values = {"type": p["robot_type"], "joint_names": list(self.joint_names)}
             if p["robot_type"] == "lerobot":
                 values.update(robot_type=p["lerobot_robot_type"], port=p["port"], id=p["robot_id"],
-                              calibration_dir=p["calibration_dir"])
+                              calibration_dir=p["calibration_dir"], write_calibration=p["write_calibration"])
             elif p["robot_type"] == "sim":
                 values.update(control_rate_hz=p["rate_hz"])
             self.robot = make_robot(RobotConfig.from_dict(values, where="robot_driver_node parameter 'robot_type'"))
             self.robot.connect()
+            where = f" {p['lerobot_robot_type']} on {p['port']}" if p["robot_type"] == "lerobot" else ""
+            self.get_logger().info(f"{p['robot_type']}{where}: joints {self.joint_names} at {p['rate_hz']} Hz "
+                                   f"(limits {limits.source})")
             self.state_pub = self.create_publisher(JointState, "/joint_states", qos.SENSOR_PUB)
             self.create_timer(1.0 / p["rate_hz"], self.publish_state)
         self.create_timer(1.0, self.publish_diagnostics)

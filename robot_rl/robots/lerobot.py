@@ -1,27 +1,45 @@
 """LeRobot arms (SO-100/SO-101, Koch) through lerobot's own Robot API (``pip install lerobot`` in its
-own environment: it pins an older torch than robot_rl's main environment).
+own environment: it pins an older torch than robot_rl's main environment; ``make lerobot-env``
+builds one with the ROS 2 wheels too, so ``robot_driver_node`` runs there).
 
 lerobot's ``{motor}.pos`` observations and actions map to the limits file's joints by name. With
 ``use_degrees`` (the default here) lerobot reports body joints in degrees, which this driver turns
 into radians; the gripper stays on lerobot's 0-100 scale (so the limits file gives the gripper as
-0..100). Calibration is lerobot's: the files ``lerobot-calibrate`` wrote under ``calibration_dir``
-for the robot ``id`` are reused as they are; this driver never calibrates on its own (a
-calibration moves the arm, and must be done with a person watching).
+0..100).
 
-Not exercised in CI: the test environment has no lerobot (see the README's hardware section).
+Calibration is lerobot's: the file ``lerobot-calibrate`` wrote (``<calibration_dir>/<id>.json``) is
+reused as it is, and this driver never calibrates on its own (a calibration moves the arm by hand,
+with a person watching). It refuses to run when that file is missing, or when the motors hold a
+different calibration than the file (another arm's file, or a re-flashed motor): joint angles would
+be wrong. ``write_calibration`` writes the file's calibration to the motors instead (lerobot's own
+"use the calibration file" answer); that moves nothing.
+
+On connect the arm holds where it is (goal := present position). A serial failure (cable pulled,
+power lost) raises ``RobotError`` naming the port; the next ``read`` reconnects, at most once per
+``reconnect_s``, and the arm holds its last goal meanwhile (the servos keep it). No joint state is
+published while disconnected, so the safety node sees the observation age and holds too.
+
+Tested in the lerobot environment (``make test-lerobot``) against lerobot's real SO-101 class, the
+Feetech SDK and pyserial, talking to simulated STS3215 servos on a pty (``robot_rl.robots.feetech_sim``).
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from robot_rl.robots.base import JointReading, Robot, RobotConfig, RobotError
 
-ROBOT_TYPES = ("so100_follower", "so101_follower", "koch_follower")
+# lerobot robot type -> the module whose import registers its config class
+ROBOT_MODULES = {"so100_follower": "lerobot.robots.so_follower", "so101_follower": "lerobot.robots.so_follower",
+                 "koch_follower": "lerobot.robots.koch_follower"}
+ROBOT_TYPES = tuple(ROBOT_MODULES)
 
 
 @dataclass
@@ -30,9 +48,11 @@ class LeRobotConfig(RobotConfig):
     robot_type: str = "so101_follower"
     port: str = "/dev/ttyACM0"
     id: str = "follower"  # lerobot's robot id: names its calibration file
-    calibration_dir: str = ""  # "" = lerobot's default (~/.cache/huggingface/lerobot/calibration)
+    calibration_dir: str = ""  # "" = lerobot's default (~/.cache/huggingface/lerobot/calibration/robots/<type>)
     use_degrees: bool = True
     gripper: str = "gripper"  # the joint kept on lerobot's 0-100 scale
+    write_calibration: bool = False  # motors disagree with the file: write the file's calibration to them
+    reconnect_s: float = 1.0  # after a serial failure: the least time between reconnection attempts
 
 
 class LeRobotArm(Robot):
@@ -42,13 +62,26 @@ class LeRobotArm(Robot):
         if config.robot_type not in ROBOT_TYPES:
             raise RobotError(f"lerobot robot_type {config.robot_type!r}: expected one of {ROBOT_TYPES}")
         self.robot = None
+        self.lost = False  # connected once, then the line failed: read() reconnects
+        self.reconnects = 0
+        self._last_attempt = 0.0
+        self._lock = threading.Lock()  # one serial line: a read and a command never interleave
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.robot_type} on {self.config.port}"
 
     def _scale(self) -> np.ndarray:
         degrees = self.config.use_degrees
         return np.array([1.0 if (n == self.config.gripper or not degrees) else np.pi / 180.0 for n in self.joint_names])
 
     def connect(self) -> None:
+        with self._lock:
+            self._connect()
+
+    def _connect(self) -> None:
         try:
+            importlib.import_module(ROBOT_MODULES[self.config.robot_type])
             from lerobot.robots import make_robot_from_config
             from lerobot.robots.config import RobotConfig as LeRobotRobotConfig
         except ImportError as exc:
@@ -56,32 +89,106 @@ class LeRobotArm(Robot):
         cfg = self.config
         kwargs = {"port": cfg.port, "id": cfg.id, "use_degrees": cfg.use_degrees}
         if cfg.calibration_dir:
-            kwargs["calibration_dir"] = cfg.calibration_dir
-        robot_config = LeRobotRobotConfig.get_choice_class(cfg.robot_type)(**kwargs)
-        self.robot = make_robot_from_config(robot_config)
-        self.robot.connect(calibrate=False)
-        motors = [key[:-4] for key in self.robot.action_features if key.endswith(".pos")]
+            kwargs["calibration_dir"] = Path(cfg.calibration_dir).expanduser()  # lerobot calls .mkdir() on it
+        robot = make_robot_from_config(LeRobotRobotConfig.get_choice_class(cfg.robot_type)(**kwargs))
+        motors = [key[:-4] for key in robot.action_features if key.endswith(".pos")]
         if sorted(motors) != sorted(self.joint_names):
-            self.disconnect()
-            raise RobotError(f"{cfg.robot_type} on {cfg.port}: lerobot's motors {motors} differ from the limits file's "
-                             f"joints {self.joint_names}")
+            raise RobotError(f"{self.name}: lerobot's motors {motors} differ from the limits file's joints "
+                             f"{self.joint_names}")
+        if not robot.calibration:
+            raise RobotError(f"{self.name}: no lerobot calibration at {robot.calibration_fpath}; calibrate the arm "
+                             f"first (lerobot-calibrate --robot.type={cfg.robot_type} --robot.port={cfg.port} "
+                             f"--robot.id={cfg.id}), or set calibration_dir/robot_id to where its file is")
+        try:
+            robot.connect(calibrate=False)  # a calibration moves the arm: never without a person
+        except Exception as exc:  # lerobot raises ConnectionError, RuntimeError, serial errors
+            _abandon(robot)
+            raise RobotError(f"{self.name}: cannot connect: {_first_line(exc)}") from exc
+        try:
+            if not robot.is_calibrated:
+                if not cfg.write_calibration:
+                    raise RobotError(
+                        f"{self.name}: the motors hold a different calibration than {robot.calibration_fpath} "
+                        "(another arm's file, or a replaced motor): joint angles would be wrong. Run lerobot-calibrate "
+                        "again, or set write_calibration if that file is this arm's")
+                # torque off while the homing offsets change: with torque on, a servo chases its old goal
+                # in the new frame. Goal := present (new frame) before torque comes back: nothing moves.
+                with robot.bus.torque_disabled():
+                    robot.bus.write_calibration(robot.calibration)
+                    present = robot.bus.sync_read("Present_Position", normalize=False)
+                    robot.bus.sync_write("Goal_Position", present, normalize=False)
+            present = robot.get_observation()
+            robot.send_action({k: v for k, v in present.items() if k.endswith(".pos")})  # hold where it is
+        except RobotError:
+            _abandon(robot)  # torque stays as lerobot's connect left it: on, holding where the arm is
+            raise
+        except Exception as exc:
+            _abandon(robot)
+            raise RobotError(f"{self.name}: connected, then failed: {_first_line(exc)}") from exc
+        self.robot, self.lost = robot, False
+
+    def _lost(self, what: str, exc: Exception) -> RobotError:
+        """The line failed: drop this connection (read() makes a new one) and say so."""
+        _abandon(self.robot)
+        self.robot, self.lost = None, True
+        return RobotError(f"{self.name}: {what} failed ({_first_line(exc)}); reconnecting")
+
+    def _reconnect(self) -> None:
+        now = time.monotonic()
+        if now - self._last_attempt < self.config.reconnect_s:
+            raise RobotError(f"{self.name}: disconnected; next reconnection attempt within {self.config.reconnect_s} s")
+        self._last_attempt = now
+        self._connect()
+        self.reconnects += 1
 
     def read(self) -> JointReading:
-        if self.robot is None:
-            raise RobotError("LeRobot arm: not connected")
-        observation = self.robot.get_observation()
+        with self._lock:
+            if self.robot is None:
+                if not self.lost:
+                    raise RobotError(f"{self.name}: not connected")
+                self._reconnect()
+            before = time.time()
+            try:
+                observation = self.robot.get_observation()
+            except Exception as exc:
+                raise self._lost("reading the joints", exc) from exc
+            stamp = 0.5 * (before + time.time())  # the sync read's middle: when the servos answered
         raw = np.array([observation[f"{n}.pos"] for n in self.joint_names], dtype=np.float64)
-        return JointReading(raw * self._scale(), time.time())
+        return JointReading(raw * self._scale(), stamp)
 
     def command(self, positions) -> None:
-        if self.robot is None:
-            raise RobotError("LeRobot arm: not connected")
         raw = self.check_command(positions) / self._scale()
-        self.robot.send_action({f"{n}.pos": float(v) for n, v in zip(self.joint_names, raw)})
+        with self._lock:
+            if self.robot is None:
+                raise RobotError(f"{self.name}: not connected; command not sent")
+            try:
+                self.robot.send_action({f"{n}.pos": float(v) for n, v in zip(self.joint_names, raw)})
+            except Exception as exc:
+                raise self._lost("sending the command", exc) from exc
 
     def disconnect(self) -> None:
-        if self.robot is not None:
-            try:
-                self.robot.disconnect()
-            finally:
-                self.robot = None
+        with self._lock:
+            robot, self.robot, self.lost = self.robot, None, False
+            if robot is not None:
+                try:
+                    robot.disconnect()  # torque off (lerobot's disable_torque_on_disconnect)
+                except Exception:
+                    _abandon(robot)
+
+
+def _abandon(robot) -> None:
+    """Close a connection that failed, without raising (the port may already be gone) and without
+    touching the motors: they keep holding their last goal rather than going limp under gravity."""
+    if robot is None:
+        return
+    bus = getattr(robot, "bus", None)
+    try:
+        if bus is not None and bus.port_handler.is_open:
+            bus.port_handler.closePort()
+    except Exception:
+        pass
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,312 @@
+"""The LeRobot arm driver against lerobot's real SO-101 class (run in .venv-lerobot: make test-lerobot).
+
+No arm is plugged in, so the servos are simulated at the lowest level there is: the serial line.
+lerobot's SOFollower, its FeetechMotorsBus, the Feetech SDK and pyserial all run unchanged and talk
+Feetech protocol 0 over a pty to simulated STS3215 servos (robot_rl.robots.feetech_sim). The tests
+check what reaches the servos' registers, not what the driver believes it sent.
+"""
+
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from robot_rl.paths import data_path
+from robot_rl.robots import RobotConfig, RobotError, make_robot
+from robot_rl.robots.feetech_sim import (GOAL_POSITION, HOMING_OFFSET, TORQUE_ENABLE, SimulatedFeetechBus,
+                                         decode_sign_magnitude, example_so_arm_calibration)
+from robot_rl.safety.limits import load_robot_limits
+
+JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+CALIBRATION = example_so_arm_calibration()
+
+
+def expected_reading(present: dict[int, int]) -> np.ndarray:
+    """What the driver must report for servo positions (homed ticks): lerobot's degrees as radians
+    around the calibrated range's middle for the body, 0..100 over the range for the gripper."""
+    values = []
+    for motor_id, name in enumerate(JOINTS, start=1):
+        cal = CALIBRATION[name]
+        low, high = cal["range_min"], cal["range_max"]
+        if name == "gripper":
+            values.append((min(max(present[motor_id], low), high) - low) / (high - low) * 100)
+        else:
+            values.append(np.deg2rad((present[motor_id] - (low + high) / 2) * 360 / 4095))
+    return np.array(values)
+
+
+@pytest.fixture
+def calibration_dir(tmp_path):
+    (tmp_path / "follower.json").write_text(json.dumps(CALIBRATION))
+    return tmp_path
+
+
+@pytest.fixture
+def servos(tmp_path):
+    positions = {"shoulder_pan": 2300, "shoulder_lift": 1500, "elbow_flex": 2600, "wrist_flex": 2000,
+                 "wrist_roll": 1000, "gripper": 2500}
+    bus = SimulatedFeetechBus.so_arm(CALIBRATION, link=tmp_path / "ttySO101", positions=positions)
+    with bus:
+        yield bus
+
+
+def arm(servos, calibration_dir, **overrides):
+    values = {"type": "lerobot", "joint_names": list(JOINTS), "robot_type": "so101_follower",
+              "port": servos.device, "id": "follower", "calibration_dir": str(calibration_dir), **overrides}
+    return make_robot(RobotConfig.from_dict(values))
+
+
+def test_reads_and_commands_reach_the_servos_through_lerobots_so101(servos, calibration_dir):
+    before = servos.present_positions()
+    with arm(servos, calibration_dir) as robot:
+        reading = robot.read()
+        np.testing.assert_allclose(reading.positions, expected_reading(before), atol=2e-3)
+        assert abs(reading.stamp - time.time()) < 1.0
+        # connecting held the arm where it was: torque on, goal = present, nothing moved
+        for motor_id in range(1, 7):
+            assert servos.register(motor_id, TORQUE_ENABLE, 1) == 1
+            goal = decode_sign_magnitude(servos.register(motor_id, GOAL_POSITION), 15)
+            assert abs(goal - before[motor_id]) <= 1, (motor_id, goal, before[motor_id])
+        time.sleep(0.2)
+        assert max(abs(a - b) for a, b in zip(servos.present_positions().values(), before.values())) <= 1
+
+        target = reading.positions + np.array([0.3, -0.2, 0.25, 0.1, -0.5, 0.0])
+        target[-1] = 70.0  # the gripper on lerobot's 0..100 scale
+        robot.command(target)
+        time.sleep(0.6)  # ~3000 ticks/s: every joint is there well within this
+        np.testing.assert_allclose(robot.read().positions, target, atol=3e-3)
+        present = servos.present_positions()
+        np.testing.assert_allclose(expected_reading(present), target, atol=3e-3)
+        cal = CALIBRATION["gripper"]
+        assert abs(present[6] - (cal["range_min"] + 0.7 * (cal["range_max"] - cal["range_min"]))) <= 2
+
+        with pytest.raises(RobotError, match="6 finite targets"):
+            robot.command([0.0, float("nan"), 0, 0, 0, 50])
+    for motor_id in range(1, 7):  # lerobot's disconnect lets go of the arm
+        assert servos.register(motor_id, TORQUE_ENABLE, 1) == 0
+
+
+def test_a_limits_file_that_names_other_joints_is_refused_before_anything_moves(servos, calibration_dir):
+    robot = make_robot(RobotConfig.from_dict({
+        "type": "lerobot", "joint_names": JOINTS[:5] + ["jaw"], "robot_type": "so101_follower",
+        "port": servos.device, "id": "follower", "calibration_dir": str(calibration_dir)}))
+    with pytest.raises(RobotError, match=r"motors .* differ from the limits file's joints"):
+        robot.connect()
+    assert servos.packets == 0  # checked before the port was opened
+
+
+def test_without_lerobots_calibration_file_the_driver_says_how_to_make_one(servos, tmp_path):
+    empty = tmp_path / "no_calibration"
+    with pytest.raises(RobotError, match=r"no lerobot calibration at .*follower\.json.*lerobot-calibrate "
+                                         r"--robot.type=so101_follower"):
+        arm(servos, empty).connect()
+    assert servos.packets == 0
+
+
+def test_motors_calibrated_differently_from_the_file_are_refused_unless_told_to_write_it(tmp_path, calibration_dir):
+    other = {name: dict(values, homing_offset=values["homing_offset"] + 300) for name, values in CALIBRATION.items()}
+    with SimulatedFeetechBus.so_arm(other, link=tmp_path / "ttyOther") as servos:
+        before = servos.present_positions()
+        with pytest.raises(RobotError, match="different calibration than .*follower.json"):
+            arm(servos, calibration_dir).connect()
+        assert servos.present_positions() == before  # refused: nothing moved
+        assert decode_sign_magnitude(servos.register(1, HOMING_OFFSET), 11) == other["shoulder_pan"]["homing_offset"]
+
+        with arm(servos, calibration_dir, write_calibration=True) as robot:
+            for motor_id, name in enumerate(JOINTS, start=1):
+                offset = decode_sign_magnitude(servos.register(motor_id, HOMING_OFFSET), 11)
+                assert offset == CALIBRATION[name]["homing_offset"]
+            robot.read()
+            time.sleep(0.2)
+            # the homing offsets changed under a shaft that did not move
+            moved = {i: servos.present_positions()[i] + CALIBRATION[n]["homing_offset"] - before[i] - other[n]["homing_offset"]
+                     for i, n in enumerate(JOINTS, start=1)}
+            assert max(abs(v) for v in moved.values()) <= 1, moved
+
+
+def test_a_pulled_cable_fails_loudly_and_the_driver_reconnects_when_it_is_back(servos, calibration_dir):
+    with arm(servos, calibration_dir, reconnect_s=0.2) as robot:
+        first = robot.read().positions
+        servos.unplug()
+        with pytest.raises(RobotError, match=r"so101_follower on .*ttySO101: reading the joints failed"):
+            robot.read()
+        with pytest.raises(RobotError, match="not connected; command not sent"):
+            robot.command(first)
+        with pytest.raises(RobotError, match="(disconnected|cannot connect)"):
+            robot.read()  # still unplugged: each attempt says so
+        servos.replug()  # the same symlink, a new tty behind it
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                reading = robot.read()
+                break
+            except RobotError:
+                assert time.monotonic() < deadline, "no reconnection within 5 s"
+                time.sleep(0.05)
+        np.testing.assert_allclose(reading.positions, first, atol=2e-3)  # the servos held while unplugged
+        assert robot.reconnects == 1
+        target = first + np.array([0.2, 0, 0, 0, 0, 0])
+        robot.command(target)
+        time.sleep(0.4)
+        np.testing.assert_allclose(robot.read().positions, target, atol=3e-3)
+
+
+def test_robot_driver_node_publishes_joint_states_and_executes_commands_over_dds(servos, calibration_dir):
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from robot_rl.nodes.robot_driver_node import RobotDriverNode
+    from robot_rl.ros import qos
+
+    limits = load_robot_limits(data_path("calibration", "so101.yaml"))
+    assert limits.joint_names == JOINTS
+    rclpy.init()
+    executor = MultiThreadedExecutor(num_threads=4)  # the timer and the command callback run concurrently
+    driver = RobotDriverNode(parameter_overrides=[
+        Parameter("robot_type", value="lerobot"), Parameter("port", value=servos.device),
+        Parameter("robot_id", value="follower"), Parameter("calibration_dir", value=str(calibration_dir)),
+        Parameter("robot_limits_file", value=str(data_path("calibration", "so101.yaml"))),
+        Parameter("rate_hz", value=30.0)])
+    probe = rclpy.create_node("probe")
+    states: list[JointState] = []
+    probe.create_subscription(JointState, "/joint_states", states.append, qos.SENSOR_SUB)
+    command = probe.create_publisher(Float64MultiArray, "/robot/command", qos.COMMAND)
+    for node in (driver, probe):
+        executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        wait(lambda: len(states) >= 5, 10, "/joint_states from robot_driver_node")
+        assert list(states[-1].name) == JOINTS
+        start = np.array(states[-1].position)
+        np.testing.assert_allclose(start, expected_reading(servos.present_positions()), atol=3e-3)
+
+        target = start + np.array([-0.3, 0.2, 0.0, 0.15, 0.4, 0.0])
+        target[-1] = 30.0
+        for _ in range(10):  # the safety node streams its commands at the control rate
+            command.publish(Float64MultiArray(data=target.tolist()))
+            time.sleep(0.05)
+        wait(lambda: np.allclose(states[-1].position, target, atol=3e-3), 5, "the arm at the commanded target")
+        np.testing.assert_allclose(expected_reading(servos.present_positions()), target, atol=3e-3)
+
+        # a malformed command is refused and logged; the servos keep their goal
+        goal = servos.register(1, GOAL_POSITION)
+        command.publish(Float64MultiArray(data=[0.0, 1.0]))
+        wait(lambda: driver.refused >= 1, 5, "the malformed command refused")
+        assert "expected 6 finite targets" in driver.problem
+        assert servos.register(1, GOAL_POSITION) == goal
+        stamps = [s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-20:]]
+        assert 15 < (len(stamps) - 1) / (stamps[-1] - stamps[0]) < 45  # published at ~30 Hz
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        spin.join(timeout=5.0)
+        driver.close()
+        driver.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown()
+    for motor_id in range(1, 7):
+        assert servos.register(motor_id, TORQUE_ENABLE, 1) == 0
+
+
+def test_the_pip_set_up_launches_the_driver_with_lerobots_python(servos, calibration_dir, tmp_path):
+    """The README's pip path: robot-rl launch in the main environment, robot_driver_node under
+    launch-prefix:=.venv-lerobot/bin/python with config/robot_so101.yaml; the graph sees the arm."""
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from robot_rl.ros import qos
+
+    main_cli = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "robot-rl"
+    assert main_cli.exists(), "make test-lerobot runs after make setup: the main environment is there"
+    launch = tmp_path / "arm.yaml"
+    launch.write_text(f"""launch:
+- arg: {{name: driver_prefix, default: ""}}
+- node:
+    pkg: robot_rl
+    exec: robot_driver_node
+    name: robot_driver
+    on_exit: shutdown
+    launch-prefix: "$(var driver_prefix)"
+    param:
+    - {{from: "$(find-pkg-share robot_rl)/config/robot_so101.yaml"}}
+    - {{name: robot_limits_file, value: "$(find-pkg-share robot_rl)/calibration/so101.yaml"}}
+    - {{name: port, value: "{servos.device}"}}
+    - {{name: calibration_dir, value: "{calibration_dir}"}}
+""")
+    process = subprocess.Popen([str(main_cli), "launch", str(launch), f"driver_prefix:={sys.executable}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rclpy.init()
+    probe = rclpy.create_node("probe")
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    states: list[JointState] = []
+    probe.create_subscription(JointState, "/joint_states", states.append, qos.SENSOR_SUB)
+    command = probe.create_publisher(Float64MultiArray, "/robot/command", qos.COMMAND)
+    try:
+        deadline = time.monotonic() + 30
+        while len(states) < 3:
+            assert time.monotonic() < deadline and process.poll() is None, "no /joint_states from the launched driver"
+            executor.spin_once(timeout_sec=0.1)
+        assert list(states[-1].name) == JOINTS
+        target = np.array(states[-1].position) + np.array([0.25, 0, 0, 0, 0, 0])
+        deadline = time.monotonic() + 10
+        while not np.allclose(states[-1].position, target, atol=3e-3):
+            assert time.monotonic() < deadline, "the launched driver did not move the arm"
+            command.publish(Float64MultiArray(data=target.tolist()))
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown()
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out[-3000:]
+    assert "[robot_driver]" in out and f"lerobot so101_follower on {servos.device}" in out, out[-3000:]
+    assert servos.register(1, TORQUE_ENABLE, 1) == 0  # the driver let go of the arm on the way out
+
+
+def wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_robot_rl_sim_servos_stands_in_for_the_arm_until_stopped(tmp_path):
+    """The dry-run command: lerobot's SO-101 connects to it by the printed link, with the calibration
+    file it wrote, and SIGTERM ends it cleanly."""
+    import signal
+    import subprocess
+    import sys
+
+    link, folder = tmp_path / "ttySIM", tmp_path / "calibration"
+    process = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "sim-servos", "--link", str(link),
+                                "--calibration-dir", str(folder), "--id", "bench_arm"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert "wrote an example calibration" in lines[0] and f"on {link}" in lines[1], lines
+        values = {"type": "lerobot", "joint_names": list(JOINTS), "port": str(link), "id": "bench_arm",
+                  "calibration_dir": str(folder)}
+        with make_robot(RobotConfig.from_dict(values)) as robot:
+            start = robot.read().positions
+            robot.command(start + np.array([0.2, 0, 0, 0, 0, 10.0]))
+            time.sleep(0.4)
+            np.testing.assert_allclose(robot.read().positions, start + np.array([0.2, 0, 0, 0, 0, 10.0]), atol=3e-3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, out
+    assert "packets answered" in out and not link.exists()

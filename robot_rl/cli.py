@@ -232,15 +232,16 @@ def _sim_servos(args) -> int:
     import time
     from pathlib import Path
 
-    from robot_rl.robots.feetech_sim import SimulatedFeetechBus, example_so_arm_calibration, load_lerobot_calibration
+    from robot_rl.robots.servo_sim import DynamixelBus, FeetechBus, example_calibration, load_lerobot_calibration
 
     home = Path(os.environ.get("HF_LEROBOT_HOME", Path.home() / ".cache/huggingface/lerobot"))
     lerobot_calibration = Path(os.environ.get("HF_LEROBOT_CALIBRATION", home / "calibration"))  # lerobot's rule
-    folder = Path(args.calibration_dir or lerobot_calibration / "robots" / "so_follower").expanduser()
+    robot_name, make_bus = {"so101": ("so_follower", FeetechBus.so_arm), "koch": ("koch_follower", DynamixelBus.koch_arm)}[args.arm]
+    folder = Path(args.calibration_dir or lerobot_calibration / "robots" / robot_name).expanduser()
     path = folder / f"{args.id}.json"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(example_so_arm_calibration(), indent=4))
+        path.write_text(json.dumps(example_calibration(args.arm), indent=4))
         print(f"wrote an example calibration to {path}")
     try:
         calibration = load_lerobot_calibration(path)
@@ -249,10 +250,12 @@ def _sim_servos(args) -> int:
         return 2
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    with SimulatedFeetechBus.so_arm(calibration, link=args.link) as bus:
-        print(f"simulated SO-101 servos (STS3215, ids 1-6) on {bus.device} -> {bus.port}, calibration {path}", flush=True)
-        print(f"try: robot_driver_node --ros-args -p robot_type:=lerobot -p port:={bus.device} -p robot_id:={args.id} "
-              f"-p calibration_dir:={folder} -p robot_limits_file:=<share>/calibration/so101.yaml", flush=True)
+    with make_bus(calibration, link=args.link) as bus:
+        models = ", ".join(f"{i}: {s.model.name}" for i, s in bus.servos.items())
+        print(f"simulated {args.arm} servos ({models}) on {bus.device} -> {bus.port}, calibration {path}", flush=True)
+        print(f"try: robot_driver_node --ros-args -p robot_type:=lerobot -p lerobot_robot_type:={args.arm}_follower "
+              f"-p port:={bus.device} -p robot_id:={args.id} -p calibration_dir:={folder} "
+              f"-p robot_limits_file:=<share>/calibration/{args.arm}.yaml", flush=True)
         try:
             while not stop:
                 time.sleep(0.2)
@@ -413,12 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parsers(sub)
 
-    p = sub.add_parser("sim-servos", help="simulated SO-100/SO-101 servos on a serial pty: a LeRobot arm set-up, "
-                                          "dry-run without the arm (robot_driver_node port:=LINK)")
-    p.add_argument("--link", default="/tmp/ttySO101", help="the port path to give lerobot (a symlink to the pty)")
+    p = sub.add_parser("sim-servos", help="a LeRobot arm's servos simulated on a serial pty: the set-up, dry-run "
+                                          "without the arm (robot_driver_node port:=LINK)")
+    p.add_argument("--arm", default="so101", choices=["so101", "koch"],
+                   help="so101: six Feetech STS3215 (SO-100/SO-101); koch: Dynamixel XL430/XL330 (Koch v1.1)")
+    p.add_argument("--link", default="/tmp/ttyARM", help="the port path to give lerobot (a symlink to the pty)")
     p.add_argument("--calibration-dir", default="",
                    help="where lerobot's <id>.json is (read, or an example written when missing); "
-                        "default: lerobot's own folder for so101_follower")
+                        "default: lerobot's own folder for the arm")
     p.add_argument("--id", default="follower", help="lerobot's robot id (names the calibration file)")
     p.set_defaults(func=_sim_servos)
 

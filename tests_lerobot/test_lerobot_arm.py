@@ -1,9 +1,11 @@
-"""The LeRobot arm driver against lerobot's real SO-101 class (run in .venv-lerobot: make test-lerobot).
+"""The LeRobot arm driver against lerobot's real SO-101 and Koch classes (run in .venv-lerobot:
+make test-lerobot).
 
 No arm is plugged in, so the servos are simulated at the lowest level there is: the serial line.
-lerobot's SOFollower, its FeetechMotorsBus, the Feetech SDK and pyserial all run unchanged and talk
-Feetech protocol 0 over a pty to simulated STS3215 servos (robot_rl.robots.feetech_sim). The tests
-check what reaches the servos' registers, not what the driver believes it sent.
+lerobot's SOFollower and KochFollower, their Feetech and Dynamixel motor buses, the vendor SDKs and
+pyserial all run unchanged and talk Feetech protocol 0 / Dynamixel protocol 2.0 over a pty to
+simulated STS3215 / XL430 / XL330 servos (robot_rl.robots.servo_sim). The tests check what reaches
+the servos' registers, not what the driver believes it sent.
 """
 
 import json
@@ -16,26 +18,31 @@ import pytest
 
 from robot_rl.paths import data_path
 from robot_rl.robots import RobotConfig, RobotError, make_robot
-from robot_rl.robots.feetech_sim import (GOAL_POSITION, HOMING_OFFSET, TORQUE_ENABLE, SimulatedFeetechBus,
-                                         decode_sign_magnitude, example_so_arm_calibration)
+from robot_rl.robots.servo_sim import DynamixelBus, FeetechBus, example_calibration
 from robot_rl.safety.limits import load_robot_limits
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
-CALIBRATION = example_so_arm_calibration()
+CALIBRATION = example_calibration("so101")
+ARMS = {"so101_follower": (FeetechBus.so_arm, example_calibration("so101")),
+        "koch_follower": (DynamixelBus.koch_arm, example_calibration("koch"))}
 
 
-def expected_reading(present: dict[int, int]) -> np.ndarray:
+def expected_reading(present: dict[int, int], calibration=CALIBRATION) -> np.ndarray:
     """What the driver must report for servo positions (homed ticks): lerobot's degrees as radians
     around the calibrated range's middle for the body, 0..100 over the range for the gripper."""
     values = []
     for motor_id, name in enumerate(JOINTS, start=1):
-        cal = CALIBRATION[name]
+        cal = calibration[name]
         low, high = cal["range_min"], cal["range_max"]
         if name == "gripper":
             values.append((min(max(present[motor_id], low), high) - low) / (high - low) * 100)
         else:
             values.append(np.deg2rad((present[motor_id] - (low + high) / 2) * 360 / 4095))
     return np.array(values)
+
+
+POSITIONS = {"shoulder_pan": 2300, "shoulder_lift": 1500, "elbow_flex": 2600, "wrist_flex": 2000,
+             "wrist_roll": 1000, "gripper": 2500}
 
 
 @pytest.fixture
@@ -46,10 +53,7 @@ def calibration_dir(tmp_path):
 
 @pytest.fixture
 def servos(tmp_path):
-    positions = {"shoulder_pan": 2300, "shoulder_lift": 1500, "elbow_flex": 2600, "wrist_flex": 2000,
-                 "wrist_roll": 1000, "gripper": 2500}
-    bus = SimulatedFeetechBus.so_arm(CALIBRATION, link=tmp_path / "ttySO101", positions=positions)
-    with bus:
+    with FeetechBus.so_arm(CALIBRATION, link=tmp_path / "ttySO101", positions=POSITIONS) as bus:
         yield bus
 
 
@@ -59,16 +63,24 @@ def arm(servos, calibration_dir, **overrides):
     return make_robot(RobotConfig.from_dict(values))
 
 
-def test_reads_and_commands_reach_the_servos_through_lerobots_so101(servos, calibration_dir):
+@pytest.mark.parametrize("robot_type", sorted(ARMS))
+def test_reads_and_commands_reach_the_servos_through_lerobots_arm_classes(robot_type, tmp_path):
+    make_bus, calibration = ARMS[robot_type]
+    (tmp_path / "follower.json").write_text(json.dumps(calibration))
+    with make_bus(calibration, link=tmp_path / "ttyARM", positions=POSITIONS) as servos:
+        _reads_and_commands(servos, arm(servos, tmp_path, robot_type=robot_type), calibration)
+
+
+def _reads_and_commands(servos, robot, calibration):
     before = servos.present_positions()
-    with arm(servos, calibration_dir) as robot:
+    with robot:
         reading = robot.read()
-        np.testing.assert_allclose(reading.positions, expected_reading(before), atol=2e-3)
+        np.testing.assert_allclose(reading.positions, expected_reading(before, calibration), atol=2e-3)
         assert abs(reading.stamp - time.time()) < 1.0
         # connecting held the arm where it was: torque on, goal = present, nothing moved
         for motor_id in range(1, 7):
-            assert servos.register(motor_id, TORQUE_ENABLE, 1) == 1
-            goal = decode_sign_magnitude(servos.register(motor_id, GOAL_POSITION), 15)
+            assert servos.torque(motor_id) == 1
+            goal = servos.value(motor_id, "goal_position")
             assert abs(goal - before[motor_id]) <= 1, (motor_id, goal, before[motor_id])
         time.sleep(0.2)
         assert max(abs(a - b) for a, b in zip(servos.present_positions().values(), before.values())) <= 1
@@ -79,14 +91,14 @@ def test_reads_and_commands_reach_the_servos_through_lerobots_so101(servos, cali
         time.sleep(0.6)  # ~3000 ticks/s: every joint is there well within this
         np.testing.assert_allclose(robot.read().positions, target, atol=3e-3)
         present = servos.present_positions()
-        np.testing.assert_allclose(expected_reading(present), target, atol=3e-3)
-        cal = CALIBRATION["gripper"]
+        np.testing.assert_allclose(expected_reading(present, calibration), target, atol=3e-3)
+        cal = calibration["gripper"]
         assert abs(present[6] - (cal["range_min"] + 0.7 * (cal["range_max"] - cal["range_min"]))) <= 2
 
         with pytest.raises(RobotError, match="6 finite targets"):
             robot.command([0.0, float("nan"), 0, 0, 0, 50])
     for motor_id in range(1, 7):  # lerobot's disconnect lets go of the arm
-        assert servos.register(motor_id, TORQUE_ENABLE, 1) == 0
+        assert servos.torque(motor_id) == 0
 
 
 def test_a_limits_file_that_names_other_joints_is_refused_before_anything_moves(servos, calibration_dir):
@@ -106,25 +118,30 @@ def test_without_lerobots_calibration_file_the_driver_says_how_to_make_one(servo
     assert servos.packets == 0
 
 
-def test_motors_calibrated_differently_from_the_file_are_refused_unless_told_to_write_it(tmp_path, calibration_dir):
-    other = {name: dict(values, homing_offset=values["homing_offset"] + 300) for name, values in CALIBRATION.items()}
-    with SimulatedFeetechBus.so_arm(other, link=tmp_path / "ttyOther") as servos:
-        before = servos.present_positions()
+@pytest.mark.parametrize("robot_type", sorted(ARMS))
+def test_motors_calibrated_differently_from_the_file_are_refused_unless_told_to_write_it(robot_type, tmp_path):
+    make_bus, calibration = ARMS[robot_type]
+    (tmp_path / "follower.json").write_text(json.dumps(calibration))
+    other = {name: dict(values, homing_offset=values["homing_offset"] + 300) for name, values in calibration.items()}
+    with make_bus(other, link=tmp_path / "ttyOther") as servos:
+        shafts = {i: s.actual for i, s in servos.servos.items()}
         with pytest.raises(RobotError, match="different calibration than .*follower.json"):
-            arm(servos, calibration_dir).connect()
-        assert servos.present_positions() == before  # refused: nothing moved
-        assert decode_sign_magnitude(servos.register(1, HOMING_OFFSET), 11) == other["shoulder_pan"]["homing_offset"]
+            arm(servos, tmp_path, robot_type=robot_type).connect()
+        time.sleep(0.1)
+        servos.present_positions()
+        assert {i: s.actual for i, s in servos.servos.items()} == shafts  # refused: nothing moved
+        assert servos.value(1, "homing_offset") == other["shoulder_pan"]["homing_offset"]
 
-        with arm(servos, calibration_dir, write_calibration=True) as robot:
+        # written with torque off (a Dynamixel refuses EEPROM writes with torque on), goal := present
+        with arm(servos, tmp_path, robot_type=robot_type, write_calibration=True) as robot:
             for motor_id, name in enumerate(JOINTS, start=1):
-                offset = decode_sign_magnitude(servos.register(motor_id, HOMING_OFFSET), 11)
-                assert offset == CALIBRATION[name]["homing_offset"]
+                assert servos.value(motor_id, "homing_offset") == calibration[name]["homing_offset"]
             robot.read()
             time.sleep(0.2)
-            # the homing offsets changed under a shaft that did not move
-            moved = {i: servos.present_positions()[i] + CALIBRATION[n]["homing_offset"] - before[i] - other[n]["homing_offset"]
-                     for i, n in enumerate(JOINTS, start=1)}
-            assert max(abs(v) for v in moved.values()) <= 1, moved
+            servos.present_positions()
+            moved = {i: s.actual - shafts[i] for i, s in servos.servos.items()}
+            assert max(abs(v) for v in moved.values()) <= 1, moved  # new offsets under shafts that stayed put
+            assert robot.read().positions.shape == (6,)
 
 
 def test_a_pulled_cable_fails_loudly_and_the_driver_reconnects_when_it_is_back(servos, calibration_dir):
@@ -196,11 +213,11 @@ def test_robot_driver_node_publishes_joint_states_and_executes_commands_over_dds
         np.testing.assert_allclose(expected_reading(servos.present_positions()), target, atol=3e-3)
 
         # a malformed command is refused and logged; the servos keep their goal
-        goal = servos.register(1, GOAL_POSITION)
+        goal = servos.value(1, "goal_position")
         command.publish(Float64MultiArray(data=[0.0, 1.0]))
         wait(lambda: driver.refused >= 1, 5, "the malformed command refused")
         assert "expected 6 finite targets" in driver.problem
-        assert servos.register(1, GOAL_POSITION) == goal
+        assert servos.value(1, "goal_position") == goal
         stamps = [s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-20:]]
         assert 15 < (len(stamps) - 1) / (stamps[-1] - stamps[0]) < 45  # published at ~30 Hz
     finally:
@@ -211,7 +228,7 @@ def test_robot_driver_node_publishes_joint_states_and_executes_commands_over_dds
         probe.destroy_node()
         rclpy.shutdown()
     for motor_id in range(1, 7):
-        assert servos.register(motor_id, TORQUE_ENABLE, 1) == 0
+        assert servos.torque(motor_id) == 0
 
 
 def test_the_pip_set_up_launches_the_driver_with_lerobots_python(servos, calibration_dir, tmp_path):
@@ -274,7 +291,7 @@ def test_the_pip_set_up_launches_the_driver_with_lerobots_python(servos, calibra
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 0, out[-3000:]
     assert "[robot_driver]" in out and f"lerobot so101_follower on {servos.device}" in out, out[-3000:]
-    assert servos.register(1, TORQUE_ENABLE, 1) == 0  # the driver let go of the arm on the way out
+    assert servos.torque(1) == 0  # the driver let go of the arm on the way out
 
 
 def wait(predicate, timeout: float, what: str) -> None:

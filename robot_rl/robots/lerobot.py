@@ -19,8 +19,9 @@ power lost) raises ``RobotError`` naming the port; the next ``read`` reconnects,
 ``reconnect_s``, and the arm holds its last goal meanwhile (the servos keep it). No joint state is
 published while disconnected, so the safety node sees the observation age and holds too.
 
-Tested in the lerobot environment (``make test-lerobot``) against lerobot's real SO-101 class, the
-Feetech SDK and pyserial, talking to simulated STS3215 servos on a pty (``robot_rl.robots.feetech_sim``).
+Tested in the lerobot environment (``make test-lerobot``) against lerobot's real SO-101 and Koch
+classes, the Feetech and Dynamixel SDKs and pyserial, talking to simulated servos on a pty
+(``robot_rl.robots.servo_sim``).
 """
 
 from __future__ import annotations

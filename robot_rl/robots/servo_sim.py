@@ -357,9 +357,11 @@ class SimulatedServoBus(abc.ABC):
     BROADCAST = 0xFE
     PING, READ, WRITE, SYNC_READ, SYNC_WRITE = 0x01, 0x02, 0x03, 0x82, 0x83
 
-    def _handle(self, target: int, instruction: int, params: bytes, wide: bool) -> bytes:
-        """The instruction set both protocols share; ``wide``: 2-byte addresses and lengths (Dynamixel)."""
-        word = 2 if wide else 1
+    ADDRESS_BYTES = 1  # bytes of an address or length in a packet's parameters (Dynamixel: 2)
+
+    def _handle(self, target: int, instruction: int, params: bytes) -> bytes:
+        """The instruction set both protocols share."""
+        word = self.ADDRESS_BYTES
         number = (lambda b: int.from_bytes(b, "little"))
         targets = list(self.servos) if target == self.BROADCAST else [target] if target in self.servos else []
         if instruction == self.PING:
@@ -423,9 +425,6 @@ class FeetechBus(SimulatedServoBus):
         body = bytes([servo_id, len(params) + 2, error]) + params
         return b"\xff\xff" + body + bytes([self.checksum(body)])
 
-    def _handle(self, target: int, instruction: int, params: bytes, wide: bool = False) -> bytes:
-        return super()._handle(target, instruction, params, wide=False)
-
 
 def dynamixel_crc(data) -> int:
     """CRC-16 of Dynamixel protocol 2.0 (polynomial 0x8005, initial value 0, not reflected)."""
@@ -443,6 +442,7 @@ class DynamixelBus(SimulatedServoBus):
     (``FF FF FD`` in a payload is followed by an extra ``FD``), status instruction 0x55."""
 
     HEADER = b"\xff\xff\xfd\x00"
+    ADDRESS_BYTES = 2
 
     @classmethod
     def koch_arm(cls, calibration: dict | None = None, link=None, positions: dict | None = None) -> "DynamixelBus":
@@ -487,8 +487,6 @@ class DynamixelBus(SimulatedServoBus):
         servo = self.servos[servo_id]
         return servo.model.number.to_bytes(2, "little") + bytes([servo.memory[6]])
 
-    def _handle(self, target: int, instruction: int, params: bytes, wide: bool = True) -> bytes:
-        return super()._handle(target, instruction, params, wide=True)
 
 
 def load_lerobot_calibration(path: str | os.PathLike) -> dict:

@@ -243,7 +243,10 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
     stalls = int(np.sum(intervals > 1.5 * period))  # a chunk late past its point is dropped: a hold
     assert holds <= 2 * (stale + stalls), (holds, stale, stalls)
     assert len(window) <= 3.0 / period * 1.15, "more commands than control periods: doubled commands"
-    assert np.sum(intervals < 0.5 * period) <= 1 + 2 * stale + np.sum(intervals > 1.5 * period), intervals
+    # a stall of the recorder's own executor delays the commands it has not yet taken, which then come
+    # back to back: each period a long interval swallowed may return as one short interval after it
+    swallowed = int(np.sum(np.maximum(0, np.round(intervals[intervals > 1.5 * period] / period) - 1)))
+    assert np.sum(intervals < 0.5 * period) <= 1 + 2 * stale + swallowed + stalls, intervals
     sending["on"] = False
     wait(lambda: executed[-1][1] == "hold", 2, "holding once chunks stop")
 

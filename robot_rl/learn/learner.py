@@ -34,8 +34,8 @@ import yaml
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
 from robot_rl.learn.bc import read_checkpoint, save_checkpoint
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
-from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, episode_decisions, evaluate_rows, gae,
-                                ppo_update, step_arrays)
+from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, demo_phase, episode_decisions,
+                                evaluate_rows, gae, ppo_update, step_arrays)
 from robot_rl.policy.text import InstructionEncoder
 from robot_rl.policy.vla import VLAConfig, VLAModel, config_from_dict
 from robot_rl.reward.shaping import ProgressTracker, RewardConfig, progress_rewards
@@ -180,6 +180,8 @@ class Learner:
         self.behaviour = VLAModel(self.model.config).eval()  # scratch model for old versions' log-probs
         self.encoder = InstructionEncoder(table)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.ppo.lr)
+        # the demonstration phase's own optimiser (ppo.py section 6): its step sizes are not PPO's
+        self.demo_optimiser = torch.optim.Adam(self.model.parameters(), lr=config.ppo.demo_lr)
         self.versions = VersionStore(config.ppo.max_staleness + 1)
         self.version = 0
         self.updates = 0
@@ -245,6 +247,8 @@ class Learner:
         payload = read_checkpoint(self.checkpoint_path, ("model", "optimiser", "version", "versions"), "learner")
         self.model.load_state_dict(payload["model"])
         self.optimiser.load_state_dict(payload["optimiser"])
+        if "demo_optimiser" in payload:
+            self.demo_optimiser.load_state_dict(payload["demo_optimiser"])
         self.version, self.updates = int(payload["version"]), int(payload["updates"])
         self.versions = VersionStore.from_dict(payload["versions"])
         self.counters.update(payload.get("counters", {}))
@@ -258,7 +262,8 @@ class Learner:
     def checkpoint(self) -> None:
         self.demos.save(self.run_dir / "demo_buffer.npz")
         save_checkpoint(self.checkpoint_path, {
-            "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(), "version": self.version,
+            "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
+            "demo_optimiser": self.demo_optimiser.state_dict(), "version": self.version,
             "updates": self.updates, "versions": self.versions.to_dict(), "counters": dict(self.counters),
             "model_config": self.model.config.to_dict(), "config": json.loads(json.dumps(asdict(self.config)))})
         for eid in self.used:  # these updates are safe now: their episodes leave the inbox
@@ -316,6 +321,7 @@ class Learner:
         # behaviour log-probabilities from the weights that acted (the current model's own for rows
         # of the current version: one pass gives those and every value), values from the current weights
         old, values = evaluate_rows(self.model, d, self._embed)
+        prox = old.copy()  # the proximal policy: these weights, before the update (ppo.py section 3)
         for v in np.unique(d.version[d.version != self.version]):
             rows = np.nonzero(d.version == v)[0]
             self.behaviour.load_state_dict(self.versions.get(int(v)))
@@ -334,9 +340,13 @@ class Learner:
             else:
                 next_values[last_row] = 0.0
         adv, returns = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, self.config.ppo.gae_lambda)
-        demos = self.demos if self.config.ppo.demo_coef > 0 and (self.config.hil.demo_replay or self.config.hil.human_guided) else None
-        stats = ppo_update(self.model, self.optimiser, d, old, adv, returns, self.config.ppo, self._embed, demos,
-                           self.rng, parallel=self.parallel)
+        demos = self.demos if self.config.hil.demo_replay or self.config.hil.human_guided else None
+        stats = ppo_update(self.model, self.optimiser, d, old, adv, returns, self.config.ppo, self._embed,
+                           demos if self.config.ppo.demo_coef > 0 else None, self.rng, parallel=self.parallel,
+                           prox_log_prob=prox)
+        if demos is not None and len(demos) and self.config.ppo.demo_steps:
+            stats["demo_phase_nll"] = demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo,
+                                                 self._embed, self.rng, parallel=self.parallel)
         self.updates += 1
         self.version += 1
         self.versions.add(self.version, self.model.state_dict())
@@ -349,7 +359,7 @@ class Learner:
         if self.updates % self.config.checkpoint_every == 0:
             self.checkpoint()
         elapsed = time.time() - self.started
-        row = {"update": self.updates, "version": self.version, "decisions": len(d),
+        row = {"update": self.updates, "version": self.version, "batch_decisions": len(d),
                "success": float(np.mean(report["success"])) if report["success"] else None,
                "return": float(np.mean(report["returns"])) if report["returns"] else None,
                "intervention_rate": float(np.mean(report["intervention_rate"])) if report["intervention_rate"] else None,

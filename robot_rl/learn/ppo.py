@@ -18,10 +18,17 @@
    trainer's to break the ratio's clipping. Recomputed, a decision of the current version has a ratio
    of exactly 1 before the first gradient step.
 
-3. Staleness
-   A decision acted by version v is used while ``current - v <= max_staleness``; its ratio is then
-   taken against v's own distribution, so clipping bounds how far an older behaviour can pull (as in
-   asynchronous PPO). Older episodes are dropped whole and counted (``dropped_stale``).
+3. Staleness, and the proximal policy
+   A decision acted by version v is used while ``current - v <= max_staleness``; older episodes are
+   dropped whole and counted (``dropped_stale``). With ``decoupled`` (the default) the objective
+   separates the two jobs the behaviour policy does in PPO (Hilton et al. 2022, "Batch size-invariance
+   for policy optimization"): the ratio that is clipped, and whose approximate KL stops an update
+   early, is taken against the *proximal* policy, the weights at the start of this update; the
+   off-policy correction is a separate importance weight pi_prox / pi_behaviour, truncated at
+   ``max_behaviour_weight``. Without it (``decoupled: false``) the ratio is taken against v's own
+   distribution, so rows of the previous version start with ratios away from 1: they fill the clip
+   fraction and the KL limit before the update has moved at all, which in the learning benchmark
+   stopped every update within its first epoch.
 
 4. Advantages
    GAE over the decisions of an episode, with each decision's reward the discounted sum of its
@@ -37,6 +44,14 @@
    clipped surrogate + value_coef * value MSE - entropy_coef * entropy
    + demo_coef * NLL of demonstration chunks (the demo buffer: preloaded demonstrations and the
    steps a human commanded during RL, which never enter the PPO ratio).
+
+6. The demonstration phase
+   After the PPO epochs, ``demo_steps`` gradient steps on the demo NLL alone (learning rate
+   ``demo_lr``, an optimiser of its own). The KL limit that ends the PPO epochs guards the on-policy
+   surrogate; it says nothing about supervised steps towards what a human did, and with it the demo
+   term got one or two small steps per update. This is the supervised half of human-guided
+   exploration (DAgger with the human as the expert, as HIL-SERL's and VLAC's interventions are used):
+   the corrections are learned where the policy went wrong.
 """
 
 from __future__ import annotations
@@ -70,7 +85,11 @@ class PPOConfig:
     demo_coef: float = 0.1  # weight of the demonstration NLL term (0: no demo replay)
     intervention_penalty: float = 0.0  # reward of a decision a human take-over interrupted (subtracted)
     demo_batch_size: int = 32
+    demo_steps: int = 0  # demo-NLL-only gradient steps after the PPO epochs of each update (section 6)
+    demo_lr: float = 1e-4  # their learning rate (their own Adam)
     normalise_advantages: bool = True
+    decoupled: bool = True  # clip and KL against the weights at the update's start (section 3)
+    max_behaviour_weight: float = 2.0  # truncation of pi_prox / pi_behaviour when decoupled
 
 
 @dataclass
@@ -238,16 +257,59 @@ class DataParallel:
         return float(t.item()) / self.world
 
 
+def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generator, embed,
+               parallel: DataParallel | None) -> torch.Tensor | None:
+    """This rank's share of the demo NLL on one drawn batch (every rank draws the same), or None."""
+    sample = demos.sample(config.demo_batch_size, rng, embed)
+    drawn = len(sample[1])
+    world = parallel.world if parallel is not None else 1
+    if parallel is not None:
+        sample = tuple({k: v[parallel.rank::world] for k, v in x.items()} if isinstance(x, dict)
+                       else x[parallel.rank::world] for x in sample)
+    if not len(sample[1]):
+        return None
+    return demo_nll(model, *sample) * (world * len(sample[1]) / drawn)
+
+
+def demo_phase(model: VLAModel, optimiser: torch.optim.Optimizer, demos, config: PPOConfig, embed,
+               rng: np.random.Generator, parallel: DataParallel | None = None) -> float:
+    """``config.demo_steps`` gradient steps on the demo NLL alone (section 6); the mean NLL."""
+    nlls = []
+    model.train()
+    for _ in range(config.demo_steps):
+        optimiser.zero_grad(set_to_none=True)
+        term = _demo_term(model, demos, config, rng, embed, parallel)
+        if term is not None:
+            term.backward()
+            nlls.append(term.item())
+        if parallel is not None:
+            parallel.reduce_gradients(model)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimiser.step()
+    model.eval()
+    return float(np.mean(nlls)) if nlls else 0.0
+
+
 def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, old_log_prob: np.ndarray,
                advantages: np.ndarray, returns: np.ndarray, config: PPOConfig, embed, demos=None,
-               generator: np.random.Generator | None = None, parallel: DataParallel | None = None) -> dict:
+               generator: np.random.Generator | None = None, parallel: DataParallel | None = None,
+               prox_log_prob: np.ndarray | None = None) -> dict:
     """Epochs of minibatch PPO (plus the demo NLL term); returns the mean metrics of the update.
-    ``parallel``: this rank's part in data-parallel training (None: one learner)."""
+    ``old_log_prob``: the behaviour's (the version that acted); ``prox_log_prob``: the current weights'
+    before this update (section 3; None or ``decoupled: false``: the ratio is taken against the
+    behaviour). ``parallel``: this rank's part in data-parallel training (None: one learner)."""
     rng = generator or np.random.default_rng(0)
     adv = advantages
     if config.normalise_advantages and len(adv) > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    if config.decoupled and prox_log_prob is not None:
+        anchor = prox_log_prob
+        weight = np.minimum(np.exp(np.clip(prox_log_prob - old_log_prob, -50, 50)), config.max_behaviour_weight)
+    else:
+        anchor, weight = old_log_prob, np.ones(len(old_log_prob))
+    weight = weight.astype(np.float32)
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "demo_nll")}
+    stats["behaviour_weight"] = [float(weight.mean())] if len(weight) else []
     model.train()
     stopped_early = False
     for _ in range(config.epochs):
@@ -262,23 +324,18 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
             loss = None
             if len(rows):
                 log_prob, value, entropy = chunk_log_prob(model, *tensors(d, rows, embed))
-                log_ratio = log_prob - torch.from_numpy(old_log_prob[rows])
+                log_ratio = log_prob - torch.from_numpy(anchor[rows])
                 ratio = log_ratio.exp()
                 a = torch.from_numpy(adv[rows])
-                policy_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip)).mean()
+                w = torch.from_numpy(weight[rows])
+                policy_loss = (w * torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip))).mean()
                 value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]))
                 ppo_loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
                 loss = ppo_loss * (world * len(rows) / len(batch))
             if demos is not None and config.demo_coef > 0 and len(demos):
-                sample = demos.sample(config.demo_batch_size, rng, embed)  # every rank draws the same
-                drawn = len(sample[1])
-                if parallel is not None:
-                    sample = tuple({k: v[parallel.rank::world] for k, v in x.items()} if isinstance(x, dict)
-                                   else x[parallel.rank::world] for x in sample)
-                if len(sample[1]):
-                    nll = demo_nll(model, *sample)
-                    term = config.demo_coef * nll * (world * len(sample[1]) / drawn)
-                    loss = term if loss is None else loss + term
+                nll = _demo_term(model, demos, config, rng, embed, parallel)
+                if nll is not None:
+                    loss = config.demo_coef * nll if loss is None else loss + config.demo_coef * nll
                     stats["demo_nll"].append(nll.item())
             if loss is not None:
                 loss.backward()

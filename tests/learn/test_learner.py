@@ -97,8 +97,49 @@ def test_behaviour_log_probs_are_recomputed_so_the_first_ratio_is_one(tmp_path, 
     new, _ = evaluate_rows(learner.model, d, learner._embed)
     assert np.allclose(old, new, atol=1e-5) and np.all(np.isfinite(old))
     row = learner.update(sim_episodes(tiny_export, 2, seed=5))
-    assert row["version"] == 1 and row["decisions"] > 10 and np.isfinite(row["policy_loss"])
+    assert row["version"] == 1 and row["batch_decisions"] > 10 and np.isfinite(row["policy_loss"])
     assert not torch.equal(learner.versions.get(0)["action_head.weight"], learner.model.state_dict()["action_head.weight"])
+    learner.close()
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_decoupled_ratio_starts_at_one_for_episodes_of_the_previous_version(tmp_path, tiny_export, tiny_critic,
+                                                                           learner_keys, decoupled):
+    """An episode acted by the previous version: against the proximal policy (decoupled) its ratio is 1
+    until the update moves, and the behaviour difference goes into a truncated weight; against the
+    behaviour (coupled) it starts clipped, which is what stopped every benchmark update early."""
+    ppo = {"epochs": 1, "minibatch_size": 256, "lr": 0.0, "decoupled": decoupled, "max_behaviour_weight": 1.5}
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo), log_fn=lambda *_: None)
+    episodes = sim_episodes(tiny_export, 2)  # acted by version 0
+    with torch.no_grad():  # version 1: the weights moved since those episodes were acted
+        for p in learner.model.action_head.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    learner.version = 1
+    learner.versions.add(1, learner.model.state_dict())
+    row = learner.update(episodes)
+    assert row["batch_decisions"] > 10
+    if decoupled:
+        assert row["clip_fraction"] == 0.0 and row["approx_kl"] < 1e-6
+        assert 0.0 < row["behaviour_weight"] <= 1.5 and row["behaviour_weight"] != 1.0
+    else:
+        assert row["clip_fraction"] > 0.3 and row["approx_kl"] > 0.05
+        assert row["behaviour_weight"] == 1.0
+    learner.close()
+
+
+def test_the_demo_phase_fits_the_demonstrations_whatever_the_kl_limit(tmp_path, tiny_export, tiny_critic, learner_keys):
+    ppo = {"demo_steps": 30, "demo_lr": 1e-3, "target_kl": 1e-9, "demo_coef": 0.1, "max_staleness": 5}
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo,
+                                     hil={"demo_replay": True, "human_guided": True}), log_fn=lambda *_: None)
+    episodes = sim_episodes(tiny_export, 4)
+    for e in episodes:
+        e.intervention[2:8] = True  # the human's steps: the demonstrations here
+    before = learner.update(episodes[:1])["demo_phase_nll"]
+    for e in episodes[1:]:
+        row = learner.update([e])
+    assert learner.demos.added_human == sum(int(e.intervention.sum()) for e in episodes) > 10
+    assert row["stopped_early"] == 1.0
+    assert row["demo_phase_nll"] < before - 0.05, (before, row["demo_phase_nll"])
     learner.close()
 
 

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import yaml
 
+from robot_rl.paths import load_yaml_file
+
 _SUBST = re.compile(r"\$\(([^()]*)\)")
 
 
@@ -137,12 +139,7 @@ def _scalar(value, args: dict[str, str], where: str) -> str:
 def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> list[NodeSpec]:
     """Parse a YAML launch file into node specs; every error names the file and the entry."""
     path = Path(path)
-    if not path.is_file():
-        raise LaunchError(f"launch file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise LaunchError(f"launch file {path} is not valid YAML: {exc}") from exc
+    doc = load_yaml_file(path, "launch file", LaunchError)
     if not isinstance(doc, dict) or not isinstance(doc.get("launch"), list):
         raise LaunchError(f"{path}: expected a top-level 'launch:' list")
     overrides = dict(overrides or {})

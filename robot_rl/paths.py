@@ -12,6 +12,7 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "robot_rl"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +47,16 @@ def share_dir(package: str = PACKAGE) -> Path:
 def data_path(*parts: str) -> Path:
     """A path inside the package share directory, e.g. ``data_path('sim', 'tabletop.xml')``."""
     return share_dir().joinpath(*parts)
+
+
+def load_yaml_file(path: Path, what: str, error: type[Exception]) -> Any:
+    """The YAML document in ``path``; ``error`` naming ``what`` ("launch file", "robot limits file")
+    and the path when the file is missing or is not YAML. The caller checks the document's shape."""
+    import yaml
+
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from exc

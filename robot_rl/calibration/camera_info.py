@@ -22,6 +22,7 @@ import yaml
 
 from robot_rl.cameras.base import Intrinsics
 from robot_rl.safety.limits import CalibrationError
+from robot_rl.paths import load_yaml_file
 
 
 def _matrix(doc: dict, key: str, rows: int, cols: int | None, path: Path) -> np.ndarray:
@@ -39,12 +40,7 @@ def _matrix(doc: dict, key: str, rows: int, cols: int | None, path: Path) -> np.
 def load_camera_info(path: str | Path) -> tuple[Intrinsics, str]:
     """(intrinsics, camera_name) from a camera_info YAML; CalibrationError naming the file and field."""
     path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"camera calibration file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CalibrationError(f"camera calibration file {path} is not valid YAML: {exc}") from exc
+    doc = load_yaml_file(path, "camera calibration file", CalibrationError)
     if not isinstance(doc, dict):
         raise CalibrationError(f"{path}: expected a camera_info mapping (image_width, camera_matrix, ...)")
     for key in ("image_width", "image_height"):

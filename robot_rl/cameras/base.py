@@ -16,9 +16,11 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
+
+from robot_rl.registry import RegisteredByType
 
 
 class CameraError(RuntimeError):
@@ -63,42 +65,21 @@ class Intrinsics:
 
 
 @dataclass
-class CameraConfig:
-    """Settings every camera has. Subclasses register under ``type`` (``realsense``, ``opencv``, ``replay``)."""
+class CameraConfig(RegisteredByType):
+    """Settings every camera has. Subclasses register under ``type`` (``realsense``, ``opencv``, ``replay``);
+    ``CameraConfig.from_dict({"type": ..., ...})`` builds one (:mod:`robot_rl.registry`)."""
 
-    type: ClassVar[str] = ""
+    noun: ClassVar[str] = "camera"
+    _registry: ClassVar[dict[str, type["CameraConfig"]]] = {}
     name: str = "front"
     width: int = 640
     height: int = 480
     fps: float = 30.0
     timeout_s: float = 1.0  # a read that waits longer raises CameraTimeout
 
-    _registry: ClassVar[dict[str, type["CameraConfig"]]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.type:
-            CameraConfig._registry[cls.type] = cls
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "camera config") -> "CameraConfig":
-        """The config of ``values['type']`` with the other fields; unknown fields are errors."""
-        values = dict(values)
-        kind = values.pop("type", None)
-        _import_builtin_configs()
-        if kind not in cls._registry:
-            raise ValueError(f"{where}: field 'type' = {kind!r}; expected one of {sorted(cls._registry)}")
-        config_cls = cls._registry[kind]
-        known = set(config_cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown fields {unknown} for a {kind} camera; known: {sorted(known)}")
-        return config_cls(**values)
-
-
-def _import_builtin_configs() -> None:
-    # the configs are light (no vendor imports at module level), so registering them is cheap
-    from robot_rl.cameras import opencv, realsense, replay  # noqa: F401
+    def _register_builtins(cls) -> None:
+        from robot_rl.cameras import opencv, realsense, replay  # noqa: F401
 
 
 class Camera(abc.ABC):

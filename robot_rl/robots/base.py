@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
+
+from robot_rl.registry import RegisteredByType
 
 
 class RobotError(RuntimeError):
@@ -26,30 +28,16 @@ class JointReading:
 
 
 @dataclass
-class RobotConfig:
-    type: ClassVar[str] = ""
-    joint_names: list[str] = field(default_factory=list)  # from the limits file; the driver checks them
-    _registry: ClassVar[dict[str, type["RobotConfig"]]] = {}
+class RobotConfig(RegisteredByType):
+    """Settings every arm has; ``RobotConfig.from_dict({"type": ..., ...})`` builds one (:mod:`robot_rl.registry`)."""
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.type:
-            RobotConfig._registry[cls.type] = cls
+    noun: ClassVar[str] = "robot"
+    _registry: ClassVar[dict[str, type["RobotConfig"]]] = {}
+    joint_names: list[str] = field(default_factory=list)  # from the limits file; the driver checks them
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "robot config") -> "RobotConfig":
-        values = dict(values)
-        kind = values.pop("type", None)
-        from robot_rl.robots import lerobot, sim  # noqa: F401  (registers the configs; no vendor imports)
-
-        if kind not in cls._registry:
-            raise ValueError(f"{where}: field 'type' = {kind!r}; expected one of {sorted(cls._registry)}")
-        config_cls = cls._registry[kind]
-        unknown = sorted(set(values) - set(config_cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"{where}: unknown fields {unknown} for a {kind} robot; known: "
-                             f"{sorted(config_cls.__dataclass_fields__)}")
-        return config_cls(**values)
+    def _register_builtins(cls) -> None:
+        from robot_rl.robots import lerobot, sim  # noqa: F401  (no vendor imports at module level)
 
 
 class Robot(abc.ABC):

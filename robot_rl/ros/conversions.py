@@ -86,14 +86,14 @@ def depth_to_msg(depth: np.ndarray, stamp: float, frame_id: str) -> Image:
 
 
 def camera_info_msg(model, stamp: float, frame_id: str) -> CameraInfo:
-    """CameraInfo from intrinsics: :class:`robot_rl.cameras.base.Intrinsics` (a calibration file or the
-    device's own) or a simulated :class:`CameraModel` (no distortion)."""
+    """CameraInfo from :class:`robot_rl.cameras.base.Intrinsics`: a calibration file's, the device's own,
+    or a simulated camera's (``World.camera_model``, no distortion)."""
     msg = CameraInfo()
     msg.header.stamp = to_stamp(stamp)
     msg.header.frame_id = frame_id
     msg.width, msg.height = int(model.width), int(model.height)
-    msg.distortion_model = getattr(model, "distortion_model", "plumb_bob")
-    msg.d = [float(v) for v in getattr(model, "distortion", [0.0] * 5)]
+    msg.distortion_model = model.distortion_model
+    msg.d = [float(v) for v in model.distortion]
     msg.k = model.k.reshape(-1).tolist()
     msg.r = np.eye(3).reshape(-1).tolist()
     p = np.zeros((3, 4))

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from robot_rl.paths import load_yaml_file
 
 
 class CalibrationError(ValueError):
@@ -99,12 +100,7 @@ def in_joint_order(names: list[str], values: np.ndarray, order: list[str], what:
 
 def load_robot_limits(path: str | Path) -> RobotLimits:
     path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"robot limits file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CalibrationError(f"robot limits file {path} is not valid YAML: {exc}") from exc
+    doc = load_yaml_file(path, "robot limits file", CalibrationError)
     if not isinstance(doc, dict):
         raise CalibrationError(f"{path}: expected a mapping with 'robot' and 'joints', got {type(doc).__name__}")
     joints = doc.get("joints")

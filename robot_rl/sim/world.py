@@ -14,21 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.cameras.base import Intrinsics
 
-@dataclass
-class CameraModel:
-    """Pinhole intrinsics of a rendered camera (no distortion)."""
 
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-
-    @property
-    def k(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+# a rendered camera's intrinsics: the hardware cameras' type, with no distortion
+CameraModel = Intrinsics
 
 
 @dataclass

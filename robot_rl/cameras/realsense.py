@@ -191,14 +191,19 @@ class RealSenseCamera(Camera):
             raise CameraDisconnected(f"{self.label}: not connected")
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
+        incomplete_seen = False
         while True:
             # Polling, not syncer.try_wait_for_frames: the binding blocks in that call without releasing
             # the GIL, which starves the other Python threads of a node (and, with a software device,
             # the very thread that delivers the frames). A 1 ms poll costs nothing measurable.
             frames = self._syncer.poll_for_frames()
             if not frames:
+                # The deadline is checked only when the queue is empty: a reader that was itself held up
+                # (a loaded host) first drains what the camera delivered meanwhile, rather than calling a
+                # live camera stalled because the first set it finds is a lone stream.
                 if time.monotonic() >= deadline:
-                    raise CameraTimeout(f"{self.label}: no frame within {timeout:.2f} s")
+                    what = "complete colour+depth frameset" if incomplete_seen else "frame"
+                    raise CameraTimeout(f"{self.label}: no {what} within {timeout:.2f} s")
                 time.sleep(POLL_S)
                 continue
             arrival = time.time()
@@ -208,8 +213,7 @@ class RealSenseCamera(Camera):
             depth = frames.get_depth_frame() if self.config.depth else None
             if not color or (self.config.depth and not depth):
                 self.incomplete += 1  # the syncer gave one stream alone (start-up, or a dropped partner)
-                if time.monotonic() >= deadline:
-                    raise CameraTimeout(f"{self.label}: no complete colour+depth frameset within {timeout:.2f} s")
+                incomplete_seen = True
                 continue
             return self._frame(color, depth, arrival)
 

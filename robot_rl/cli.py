@@ -64,7 +64,7 @@ def _bench_learning(args) -> int:
         "arms": args.arms.split(",") if args.arms else None, "episodes": args.episodes, "seeds": args.seeds,
         "eval_every": args.eval_every, "eval_seeds": args.eval_seeds, "tasks": args.task or None,
         "policy": args.policy, "critic": args.critic, "out_dir": args.out_dir, "execute_steps": args.execute_steps,
-        "episodes_per_update": args.episodes_per_update}.items() if v is not None}
+        "episodes_per_update": args.episodes_per_update, "demos_per_task": args.demos_per_task}.items() if v is not None}
     learner: dict = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--critic", help="progress critic (default policies/sim_critic)")
     b.add_argument("--execute-steps", type=int, help="chunk points executed per policy query (default 4)")
     b.add_argument("--episodes-per-update", type=int, help="default 5")
+    b.add_argument("--demos-per-task", type=int, help="oracle demonstrations preloaded for demo replay (default 10)")
     b.add_argument("--out-dir", help="run directories (default runs/bench-learning)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, e.g. ppo.lr=1e-4 (repeat)")
     b.add_argument("--json", required=True)

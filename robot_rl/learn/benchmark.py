@@ -34,6 +34,7 @@ updates that used the first N episodes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import platform
@@ -268,6 +269,13 @@ def _keys(run_dir: Path) -> dict:
             "allowed": str(keys / "allowed"), "robot_secret": str(robot_secret)}
 
 
+def demos_dir_name(config: LearningBenchConfig) -> str:
+    """The demonstrations' cache directory, named by what they are, so that a run with another count,
+    task set or starting policy never reuses demonstrations collected for a different one."""
+    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED])
+    return f"demos-{config.demos_per_task}-per-task-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
 def collect_demos(config: LearningBenchConfig, out: Path, echo=print) -> Path:
     """Oracle demonstrations at the policy's resolution for demo replay (written once, reused)."""
     from robot_rl.data.collect import CollectConfig, collect
@@ -299,7 +307,7 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     keys = _keys(run_dir)
-    demos = str(collect_demos(config, out / "demos", echo)) if arm.demo_replay else ""
+    demos = str(collect_demos(config, out / demos_dir_name(config), echo)) if arm.demo_replay else ""
     overrides = json.loads(json.dumps(config.learner))
     learner_cfg = LearnerConfig.from_dict({
         "run_dir": str(run_dir / "learner"), "policy": config.policy, "critic": config.critic, "demos": demos,

@@ -179,9 +179,14 @@ class Learner:
         self.model, table = load_start_policy(config.policy)
         self.behaviour = VLAModel(self.model.config).eval()  # scratch model for old versions' log-probs
         self.encoder = InstructionEncoder(table)
-        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.ppo.lr)
+        if not config.ppo.train_image_encoders:
+            # fewer parameters per noisy on-policy step; also spares the backward pass through the CNNs
+            for p in self.model.encoders.parameters():
+                p.requires_grad_(False)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimiser = torch.optim.Adam(trained, lr=config.ppo.lr)
         # the demonstration phase's own optimiser (ppo.py section 6): its step sizes are not PPO's
-        self.demo_optimiser = torch.optim.Adam(self.model.parameters(), lr=config.ppo.demo_lr)
+        self.demo_optimiser = torch.optim.Adam(trained, lr=config.ppo.demo_lr)
         self.versions = VersionStore(config.ppo.max_staleness + 1)
         self.version = 0
         self.updates = 0

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, episodes_to_reach, goals, quick_config
+from robot_rl.learn.benchmark import (LearningBenchConfig, bench_learning, demos_dir_name, episodes_to_reach, goals,
+                                     quick_config)
 
 
 def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, tiny_export, tiny_critic):
@@ -57,3 +58,13 @@ def test_bad_benchmark_settings_name_what_is_wrong():
         LearningBenchConfig(eval_every=7)
     with pytest.raises(ValueError, match="unknown task"):
         LearningBenchConfig(tasks=["stack_cubes"])
+
+
+def test_demonstrations_are_cached_per_count_tasks_and_policy():
+    base = LearningBenchConfig(arms=["progress+hil"])
+    names = {demos_dir_name(c) for c in (base, LearningBenchConfig(demos_per_task=50),
+                                         LearningBenchConfig(tasks=["reach_cube"]),
+                                         LearningBenchConfig(policy="runs/other_policy"))}
+    assert len(names) == 4
+    assert demos_dir_name(base) == demos_dir_name(LearningBenchConfig(arms=["sparse"], episodes=20))
+    assert demos_dir_name(LearningBenchConfig(demos_per_task=50)).startswith("demos-50-per-task-")

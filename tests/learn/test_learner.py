@@ -128,7 +128,7 @@ def test_decoupled_ratio_starts_at_one_for_episodes_of_the_previous_version(tmp_
 
 
 def test_the_demo_phase_fits_the_demonstrations_whatever_the_kl_limit(tmp_path, tiny_export, tiny_critic, learner_keys):
-    ppo = {"demo_steps": 30, "demo_lr": 1e-3, "target_kl": 1e-9, "demo_coef": 0.1, "max_staleness": 5}
+    ppo = {"demo_steps": 60, "demo_lr": 1e-3, "target_kl": 1e-9, "demo_coef": 0.1, "max_staleness": 5, "demo_shift_pad": 0}
     learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo,
                                      hil={"demo_replay": True, "human_guided": True}), log_fn=lambda *_: None)
     episodes = sim_episodes(tiny_export, 4)
@@ -139,7 +139,40 @@ def test_the_demo_phase_fits_the_demonstrations_whatever_the_kl_limit(tmp_path, 
         row = learner.update([e])
     assert learner.demos.added_human == sum(int(e.intervention.sum()) for e in episodes) > 10
     assert row["stopped_early"] == 1.0
-    assert row["demo_phase_nll"] < before - 0.05, (before, row["demo_phase_nll"])
+    assert row["demo_phase_nll"] < 0.8 * before, (before, row["demo_phase_nll"])
+    learner.close()
+
+
+def test_the_demos_teach_the_mean_and_leave_the_exploration_noise_to_rl(tmp_path, tiny_export, tiny_critic, learner_keys):
+    # PPO at lr 0 moves nothing: whatever changes comes from the demo phase (augmented, as train-bc)
+    ppo = {"demo_steps": 20, "demo_lr": 1e-3, "lr": 0.0, "demo_coef": 0.0, "demo_shift_pad": 2, "max_staleness": 5}
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo,
+                                     hil={"demo_replay": True, "human_guided": True}), log_fn=lambda *_: None)
+    log_std = learner.model.log_std.detach().clone()
+    weights = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    episodes = sim_episodes(tiny_export, 3)
+    for e in episodes:
+        e.intervention[2:10] = True
+    for e in episodes:
+        assert learner.update([e])["demo_phase_nll"] != 0.0  # the phase ran (0.0: nothing to fit)
+    assert torch.equal(learner.model.log_std.detach(), log_std)
+    moved = [k for k, v in learner.model.state_dict().items() if not torch.equal(v, weights[k])]
+    assert any("action_head" in k for k in moved) and any("trunk" in k for k in moved), moved
+    learner.close()
+
+
+def test_frozen_image_encoders_stay_as_loaded_while_the_rest_learns(tmp_path, tiny_export, tiny_critic, learner_keys):
+    ppo = {"train_image_encoders": False, "lr": 1e-3, "demo_steps": 5, "demo_lr": 1e-3, "max_staleness": 5}
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo,
+                                     hil={"demo_replay": True, "human_guided": True}), log_fn=lambda *_: None)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    episodes = sim_episodes(tiny_export, 2)
+    episodes[1].intervention[2:8] = True
+    learner.update(episodes)
+    after = learner.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not [k for k in changed if k.startswith("encoders.")], changed
+    assert any(k.startswith("trunk.") for k in changed) and any(k.startswith("action_head.") for k in changed)
     learner.close()
 
 

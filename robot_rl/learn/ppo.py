@@ -200,9 +200,13 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, discou
     return adv, adv + values
 
 
-def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log-probability of the executed positions, value, entropy per decision)."""
+def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask,
+                   hold_std: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log-probability of the executed positions, value, entropy per decision); ``hold_std``: no
+    gradient reaches the log-std."""
     mean, log_std, value = model.forward_normalised(images, joints, text)
+    if hold_std:
+        log_std = log_std.detach()
     target = model.normalise_target(actions, joints)
     per_position = -0.5 * ((target - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
     log_prob = (per_position.sum(-1) * mask).sum(-1)
@@ -217,11 +221,7 @@ def demo_nll(model: VLAModel, images, joints, text, actions, mask) -> torch.Tens
     belongs to the RL objective. Left free, this term shrinks the std towards the demos' residuals
     (measured: the chunk entropy fell 13.8 -> 8.8 in 17 updates with a demo phase), and every PPO ratio
     of the sharper Gaussian then starts outside the clip range."""
-    mean, log_std, _ = model.forward_normalised(images, joints, text)
-    target = model.normalise_target(actions, joints)
-    log_std = log_std.detach()
-    per_position = -0.5 * ((target - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    log_prob = (per_position.sum(-1) * mask).sum(-1)
+    log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, hold_std=True)
     return -(log_prob / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)).mean()
 
 

@@ -488,7 +488,6 @@ class DynamixelBus(SimulatedServoBus):
         return servo.model.number.to_bytes(2, "little") + bytes([servo.memory[6]])
 
 
-
 def load_lerobot_calibration(path: str | os.PathLike) -> dict:
     """lerobot's ``<calibration_dir>/<id>.json``: motor -> {id, drive_mode, homing_offset, range_min, range_max}."""
     path = Path(path)

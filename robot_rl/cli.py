@@ -97,7 +97,7 @@ def _collect(args) -> int:
 def _train_bc(args) -> int:
     from robot_rl.learn.bc import BCConfig, train_bc
 
-    model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode}
+    model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling}
     config = BCConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, threads=args.threads, model=model)
     train_bc(config, resume=args.resume)
@@ -147,7 +147,8 @@ def _evaluate(args) -> int:
 def _train_critic(args) -> int:
     from robot_rl.reward.train import CriticTrainConfig, train_critic
 
-    model = {"cameras": args.cameras.split(","), "image_width": args.width, "image_height": args.height}
+    model = {"cameras": args.cameras.split(","), "image_width": args.width, "image_height": args.height,
+             "pooling": args.pooling}
     config = CriticTrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, threads=args.threads, exclude_tasks=args.exclude_task or [], model=model)
     train_critic(config, resume=args.resume)
@@ -346,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--chunk-length", type=int, default=8)
     p.add_argument("--action-mode", default="absolute", choices=["absolute", "delta"])
+    p.add_argument("--pooling", default="mean", choices=["mean", "spatial_softmax"],
+                   help="image features: global average, or keypoint positions (spatial softmax)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
@@ -378,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default="front,wrist")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--height", type=int, default=48)
+    p.add_argument("--pooling", default="mean", choices=["mean", "spatial_softmax"],
+                   help="image features: global average, or keypoint positions (spatial softmax)")
     p.add_argument("--exclude-task", action="append", help="leave a task out of training (one-shot evaluation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)

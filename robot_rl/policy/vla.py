@@ -30,6 +30,9 @@ from torch import nn
 from robot_rl.policy.text import EMBEDDING_DIM
 
 
+POOLINGS = ("mean", "spatial_softmax")
+
+
 @dataclass
 class VLAConfig:
     cameras: list[str] = field(default_factory=lambda: ["front", "wrist"])
@@ -42,6 +45,11 @@ class VLAConfig:
     encoder: str = "cnn"  # "cnn" (built in) or "timm:<model name>" where timm and its weights exist
     cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
     image_features: int = 128  # per camera
+    # how the CNN's feature map becomes a vector: "mean" (global average pooling, position-blind) or
+    # "spatial_softmax" (the expected image position of each of `keypoints` learned features, as
+    # robomimic and diffusion policy do; the last convolution keeps its resolution, stride 1)
+    pooling: str = "mean"
+    keypoints: int = 32
     hidden: int = 512
     trunk_layers: int = 2
     text_dim: int = EMBEDDING_DIM
@@ -52,6 +60,8 @@ class VLAConfig:
             raise ValueError(f"action_mode must be 'absolute' or 'delta', got '{self.action_mode}'")
         if not self.cameras:
             raise ValueError("a VLA needs at least one camera")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got '{self.pooling}'")
         self.cnn_channels = tuple(self.cnn_channels)
 
     def to_dict(self) -> dict:
@@ -73,20 +83,48 @@ def config_from_dict(cls, d: dict, what: str):
     return cls(**d)
 
 
-class ConvEncoder(nn.Module):
-    """A compact CNN: strided 3x3 convolutions with GroupNorm, then global average pooling."""
+class SpatialSoftmax(nn.Module):
+    """Feature map (B, C, h, w) -> (B, 2K): the softmax-weighted mean (x, y) in [-1, 1] of each of K
+    learned keypoint maps. Keeps *where* things are, which global average pooling throws away: a
+    reaching policy needs the cube's position, not the fact that a cube is somewhere."""
 
-    def __init__(self, channels: tuple[int, ...], features: int):
+    def __init__(self, channels: int, keypoints: int):
         super().__init__()
-        layers, c_in = [], 3
-        for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
-            c_in = c
-        self.conv = nn.Sequential(*layers)
-        self.proj = nn.Linear(c_in, features)
+        self.keypoints = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.conv(x).mean(dim=(2, 3)))
+        b, _, h, w = x.shape
+        logits = self.keypoints(x).flatten(2) / self.log_temperature.exp()  # (B, K, h*w)
+        attention = torch.softmax(logits, dim=-1)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (h*w, 2) as (x, y)
+        return (attention @ grid).flatten(1)
+
+
+class ConvEncoder(nn.Module):
+    """A compact CNN: strided 3x3 convolutions with GroupNorm, then a pooling to one vector:
+    global average ("mean") or keypoint positions ("spatial_softmax", last convolution unstrided)."""
+
+    def __init__(self, channels: tuple[int, ...], features: int, pooling: str = "mean", keypoints: int = 32):
+        super().__init__()
+        layers, c_in = [], 3
+        for k, c in enumerate(channels):
+            stride = 1 if pooling == "spatial_softmax" and k == len(channels) - 1 else 2
+            layers += [nn.Conv2d(c_in, c, 3, stride=stride, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
+            c_in = c
+        self.conv = nn.Sequential(*layers)
+        if pooling == "spatial_softmax":
+            self.pool = SpatialSoftmax(c_in, keypoints)
+            self.proj = nn.Linear(2 * keypoints, features)
+        else:
+            self.pool = None
+            self.proj = nn.Linear(c_in, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.proj(self.pool(x) if self.pool is not None else x.mean(dim=(2, 3)))
 
 
 class TimmEncoder(nn.Module):
@@ -107,7 +145,7 @@ class TimmEncoder(nn.Module):
 
 def make_image_encoder(config: VLAConfig) -> nn.Module:
     if config.encoder == "cnn":
-        return ConvEncoder(config.cnn_channels, config.image_features)
+        return ConvEncoder(config.cnn_channels, config.image_features, config.pooling, config.keypoints)
     if config.encoder.startswith("timm:"):
         return TimmEncoder(config.encoder[len("timm:"):], config.image_features)
     raise ValueError(f"unknown image encoder '{config.encoder}'; expected 'cnn' or 'timm:<model>'")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from robot_rl.policy.text import EMBEDDING_DIM
-from robot_rl.policy.vla import ConvEncoder, config_from_dict
+from robot_rl.policy.vla import POOLINGS, ConvEncoder, config_from_dict
 
 
 @dataclass
@@ -43,6 +43,8 @@ class CriticConfig:
     image_width: int = 64
     cnn_channels: tuple[int, ...] = (16, 32, 64, 64)
     image_features: int = 64  # per camera
+    pooling: str = "mean"  # "mean" or "spatial_softmax" (keypoint positions; see policy/vla.py)
+    keypoints: int = 32
     hidden: int = 256
     text_dim: int = EMBEDDING_DIM
     reference_frames: int = 4  # K
@@ -50,6 +52,8 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if not self.cameras:
             raise ValueError("a critic needs at least one camera")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got '{self.pooling}'")
         self.cnn_channels = tuple(self.cnn_channels)
 
     def to_dict(self) -> dict:
@@ -67,7 +71,8 @@ class ProgressCritic(nn.Module):
         super().__init__()
         self.config = config
         f = config.image_features * len(config.cameras)
-        self.encoders = nn.ModuleDict({c: ConvEncoder(config.cnn_channels, config.image_features) for c in config.cameras})
+        self.encoders = nn.ModuleDict({c: ConvEncoder(config.cnn_channels, config.image_features, config.pooling, config.keypoints)
+                                       for c in config.cameras})
         self.film = nn.Linear(config.text_dim, 2 * f)  # instruction -> per-feature scale and shift
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, config.hidden // 2), nn.SiLU())
         self.reference_proj = nn.Sequential(nn.Linear(f * config.reference_frames, config.hidden // 2), nn.SiLU())

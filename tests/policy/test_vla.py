@@ -68,6 +68,7 @@ def test_export_wrapper_orders_inputs_by_name():
     ({"action_mode": "velocity"}, "action_mode must be 'absolute' or 'delta'"),
     ({"cameras": []}, "at least one camera"),
     ({"encoder": "resnet"}, "unknown image encoder 'resnet'"),
+    ({"pooling": "max"}, "pooling must be one of"),
 ])
 def test_bad_config_is_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -77,3 +78,36 @@ def test_bad_config_is_refused(overrides, message):
 def test_unknown_config_field_is_named():
     with pytest.raises(ValueError, match=r"unknown VLA config fields \['colour'\]"):
         VLAConfig.from_dict({"colour": "red"})
+
+
+def test_spatial_softmax_reports_where_the_feature_is():
+    from robot_rl.policy.vla import SpatialSoftmax
+
+    pool = SpatialSoftmax(channels=1, keypoints=1)
+    with torch.no_grad():  # one keypoint map = the input channel, sharp (low temperature)
+        pool.keypoints.weight.fill_(1.0)
+        pool.keypoints.bias.zero_()
+        pool.log_temperature.fill_(-3.0)
+    x = torch.zeros(2, 1, 5, 9)
+    x[0, 0, 0, 8] = 1.0  # top right
+    x[1, 0, 4, 2] = 1.0  # bottom, a quarter in from the left
+    with torch.no_grad():
+        xy = pool(x)
+    torch.testing.assert_close(xy, torch.tensor([[1.0, -1.0], [-0.5, 1.0]]), atol=0.02, rtol=0)
+
+
+def test_spatial_softmax_model_exports_with_the_same_outputs(tmp_path):
+    import onnxruntime as ort
+
+    from robot_rl.inference.export import onnx_export
+
+    model = _model(pooling="spatial_softmax", keypoints=4)
+    images, joints, text = _inputs(b=3)
+    feed = {"image_front": images["front"].numpy(), "image_wrist": images["wrist"].numpy(),
+            "joint_positions": joints.numpy(), "instruction": text.numpy()}
+    onnx_export(model, tmp_path / "ss.onnx", feed)
+    session = ort.InferenceSession(str(tmp_path / "ss.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(["actions"], feed)[0]
+    with torch.no_grad():
+        expected = model(images, joints, text)[0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-4)

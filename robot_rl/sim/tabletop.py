@@ -28,6 +28,7 @@ GRIPPER_OPEN = 0.04
 CUBE_HALF = 0.02
 PAD_RADIUS = 0.05
 BUTTON_TRAVEL_PRESSED = 0.008  # metres of cap travel that count as a press
+BUTTON_LIT = np.array([1.0, 0.85, 0.1, 1.0])  # RGBA (yellow) of cap and housing once pressed (latched, see _set_pressed)
 REACH_TOLERANCE = 0.04  # gripper-site distance to the cube centre
 PUSH_TOLERANCE = 0.035  # cube centre distance to the pad centre
 LIFT_HEIGHT = 0.08  # cube centre height that counts as picked up
@@ -56,6 +57,8 @@ class TabletopWorld(World):
         self._mimic_qpos = self.model.joint("gripper_mimic").qposadr[0]
         self._cube_qpos = self.model.joint("cube_joint").qposadr[0]
         self._button_qpos = self.model.joint("button_press").qposadr[0]
+        self._button_geoms = [self.model.geom(g).id for g in ("button_cap_geom", "button_housing")]
+        self._button_unlit = self.model.geom_rgba[self._button_geoms].copy()
         self.ctrl_low = self.model.actuator_ctrlrange[:, 0].copy()
         self.ctrl_high = self.model.actuator_ctrlrange[:, 1].copy()
         limited = self.model.actuator_ctrllimited.astype(bool)
@@ -87,7 +90,7 @@ class TabletopWorld(World):
         q[self._mimic_qpos] = home[5]
         self.data.ctrl[:] = home
         mujoco.mj_forward(self.model, self.data)
-        self._pressed = False
+        self._set_pressed(False)
         self._start = self._progress_distances()
 
     def snapshot(self) -> dict[str, np.ndarray]:
@@ -108,7 +111,7 @@ class TabletopWorld(World):
         self.model.body("button").pos[:] = state["button"]
         self.data.qpos[:], self.data.qvel[:], self.data.ctrl[:] = state["qpos"], state["qvel"], state["ctrl"]
         mujoco.mj_forward(self.model, self.data)
-        self._pressed = bool(state["pressed"])
+        self._set_pressed(bool(state["pressed"]))
         self._start = self._progress_distances()  # progress counts from where this episode begins
 
     def hold_command(self) -> np.ndarray:
@@ -141,8 +144,15 @@ class TabletopWorld(World):
         for _ in range(self.substeps):
             mujoco.mj_step(self.model, self.data)
             # Latch the press inside the physics loop: a brief tap between two control ticks counts.
-            if self.button_travel() >= BUTTON_TRAVEL_PRESSED:
-                self._pressed = True
+            if not self._pressed and self.button_travel() >= BUTTON_TRAVEL_PRESSED:
+                self._set_pressed(True)
+
+    def _set_pressed(self, pressed: bool) -> None:
+        """The button latches and lights up once pressed, like a lift's call button. Without the
+        light a released button looks exactly like one never pressed, and nothing that watches the
+        cameras (the progress critic's done, a human) could tell the task was done."""
+        self._pressed = pressed
+        self.model.geom_rgba[self._button_geoms] = BUTTON_LIT if pressed else self._button_unlit
 
     def joint_positions(self) -> np.ndarray:
         return self.data.qpos[self._qpos_adr].copy()

@@ -58,6 +58,35 @@ def test_red_cube_is_visible_in_front_camera(world):
     assert red.sum() > 3
 
 
+def _lit_pixels(image: np.ndarray) -> int:
+    """Pixels of the pressed button's yellow light (nothing else in the scene is yellow)."""
+    image = image.astype(int)
+    return int(((image[..., 0] > 180) & (image[..., 1] > 150) & (image[..., 2] < 90)).sum())
+
+
+def test_pressed_button_lights_up_until_reset_and_the_light_survives_snapshots(world):
+    from robot_rl.sim.oracle import ScriptedOracle
+
+    world.reset(10000, "press_button")
+    oracle = ScriptedOracle.for_scene(world.control_period)
+    oracle.reset("press_button")
+    assert _lit_pixels(world.render("front")) == 0
+    for _ in range(40):
+        if world.success():
+            break
+        world.step(oracle.act(world.joint_positions(), world.object_poses())[0])
+    assert world.success()
+    for _ in range(8):  # the oracle lifts off: the cap springs back up, the light stays on
+        world.step(oracle.act(world.joint_positions(), world.object_poses())[0])
+    assert world.button_travel() < 0.004 and world.success()
+    assert _lit_pixels(world.render("front")) >= 2 and _lit_pixels(world.render("wrist")) >= 10
+    state = world.snapshot()
+    world.reset(10000, "press_button")
+    assert _lit_pixels(world.render("front")) == 0 and _lit_pixels(world.render("wrist")) == 0
+    world.restore(state)
+    assert world.success() and _lit_pixels(world.render("front")) >= 2
+
+
 def test_no_task_succeeds_at_reset(world):
     for seed in range(5):
         for task in TASKS:

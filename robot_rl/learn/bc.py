@@ -122,7 +122,8 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     rng = np.random.default_rng(config.seed)
     if resume and Path(config.out).is_file():
         payload = load_checkpoint(config.out)
-        if payload["model_config"] != model_config.to_dict():
+        # through from_dict: fields added since the checkpoint was written take their defaults
+        if VLAConfig.from_dict(payload["model_config"]).to_dict() != model_config.to_dict():
             raise ValueError(f"checkpoint {config.out} was trained with a different model config; "
                              "start a new one (another --out) or drop --resume")
         model.load_state_dict(payload["model"])

@@ -89,9 +89,17 @@ def episode_from_message(header: dict, arrays: dict[str, np.ndarray]) -> Episode
                    arrays["intervention"], arrays["stamp"], extras)
 
 
+# VLA config fields added after models had been exported, with the value every earlier model had. A
+# config without one (an older export's metadata) means that value, so an older export still takes
+# the weights of a learner that writes the field. Kept equal to VLAConfig's defaults by a test; this
+# module stays free of torch.
+LATER_FIELDS = {"pooling": "mean", "keypoints": 32}
+
+
 def architecture_fingerprint(model_config: dict) -> str:
     """Two models with the same fingerprint have state dicts of the same names and shapes."""
-    shape_fields = {k: v for k, v in model_config.items() if k not in ("control_rate_hz", "init_log_std")}
+    shape_fields = {k: v for k, v in {**LATER_FIELDS, **model_config}.items()
+                    if k not in ("control_rate_hz", "init_log_std")}
     return hashlib.sha256(json.dumps(shape_fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

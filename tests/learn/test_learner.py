@@ -228,6 +228,34 @@ def test_the_asynchronous_loop_over_zeromq_with_a_restart(tmp_path, tiny_export,
     again.close()
 
 
+def test_an_export_older_than_a_config_field_still_takes_the_learners_weights(tiny_export, tmp_path):
+    """Exports written before a VLA config field existed (the shipped default lacks ``pooling``) load
+    the weights of a learner whose config has it, and mean the field's default."""
+    import dataclasses
+    import json
+    import shutil
+
+    from robot_rl.policy.vla import VLAConfig
+    from robot_rl.transport.messages import LATER_FIELDS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(VLAConfig)}
+    assert LATER_FIELDS == {k: defaults[k] for k in LATER_FIELDS}
+    old = tmp_path / "old_export"
+    shutil.copytree(tiny_export, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    for field in LATER_FIELDS:
+        meta["model_config"].pop(field, None)
+    (old / "metadata.json").write_text(json.dumps(meta))
+    policy = make_policy(PolicyConfig(type="vla", options={"path": str(old), "backend": "torch"}))
+    model, _ = load_start_policy(str(tiny_export))
+    assert "pooling" in model.config.to_dict()
+    policy.load_weights(3, model.config.to_dict(), state_bytes(model), workdir=str(tmp_path / "w"))
+    assert policy.version_number == 3
+    other = dataclasses.replace(model.config, pooling="spatial_softmax")  # a real change is still refused
+    with pytest.raises(ValueError, match="another architecture"):
+        policy.load_weights(4, other.to_dict(), state_bytes(model))
+
+
 def test_weights_for_another_architecture_are_refused_and_the_policy_keeps_running(tiny_export):
     policy = make_policy(PolicyConfig(type="vla", options={"path": "policies/sim_default", "backend": "torch"}))
     tiny, _ = load_start_policy(str(tiny_export))

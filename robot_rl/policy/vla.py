@@ -83,6 +83,13 @@ def config_from_dict(cls, d: dict, what: str):
     return cls(**d)
 
 
+class GlobalAveragePool(nn.Module):
+    """Feature map (B, C, h, w) -> (B, C): what is in the frame, not where."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class SpatialSoftmax(nn.Module):
     """Feature map (B, C, h, w) -> (B, 2K): the softmax-weighted mean (x, y) in [-1, 1] of each of K
     learned keypoint maps. Keeps *where* things are, which global average pooling throws away: a
@@ -115,16 +122,11 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c, 3, stride=stride, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
             c_in = c
         self.conv = nn.Sequential(*layers)
-        if pooling == "spatial_softmax":
-            self.pool = SpatialSoftmax(c_in, keypoints)
-            self.proj = nn.Linear(2 * keypoints, features)
-        else:
-            self.pool = None
-            self.proj = nn.Linear(c_in, features)
+        self.pool = SpatialSoftmax(c_in, keypoints) if pooling == "spatial_softmax" else GlobalAveragePool()
+        self.proj = nn.Linear(2 * keypoints if pooling == "spatial_softmax" else c_in, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return self.proj(self.pool(x) if self.pool is not None else x.mean(dim=(2, 3)))
+        return self.proj(self.pool(self.conv(x)))
 
 
 class TimmEncoder(nn.Module):

@@ -99,7 +99,7 @@ def _train_bc(args) -> int:
 
     model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling}
     config = BCConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, threads=args.threads, model=model)
+                      seed=args.seed, threads=args.threads, until_success=not args.whole_episodes, model=model)
     train_bc(config, resume=args.resume)
     return 0
 
@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image features: global average, or keypoint positions (spatial softmax)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--whole-episodes", action="store_true",
+                   help="learn from the settle tail after success too (default: stop at meta.extra.success_step)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.set_defaults(func=_train_bc)
 

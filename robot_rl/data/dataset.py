@@ -3,6 +3,15 @@
 Sample ``(episode, t)`` takes the frames and joints of step t and the actions commanded at steps
 t .. t+H-1; past the end of the episode the last action repeats (the arm holds). All episodes are
 loaded into memory (uint8 frames: 1000 steps of two 96x128 cameras are 74 MB).
+
+``until_success`` (default on) ends a successful episode where its task was done, when the episode
+says where (``meta.extra.success_step``, written by ``robot-rl collect``): the settle tail that
+collect records after success is there for the progress critic (it shows what "done" looks like),
+not for the policy. Behind it the oracle lets go (it lifts off the button as soon as the press
+counts), so without the cut every chunk that starts near the button ends in "go up" and the
+samples over a pressed button teach leaving it; a policy that is stopped at success never needs
+what comes after it. With the cut the chunks hold the action that finished the task. Episodes
+without ``success_step`` (recorded on a robot) are used whole.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ class ChunkBatch:
 
 class DemoDataset:
     def __init__(self, dataset_dir: str | Path, horizon: int, cameras: list[str] | None = None,
-                 only_success: bool = True, gamma: float = 0.99, max_episodes: int | None = None):
+                 only_success: bool = True, gamma: float = 0.99, max_episodes: int | None = None,
+                 until_success: bool = True):
         paths = list_episodes(dataset_dir)
         if max_episodes is not None:  # spread over the dataset (episodes are sorted by time and task)
             paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(max_episodes, len(paths))).astype(int)]
@@ -51,7 +61,9 @@ class DemoDataset:
         self.episodes: list[Episode] = episodes
         self.horizon = horizon
         self.gamma = gamma
-        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(len(e))], dtype=np.int64)
+        # last row of each episode that is a training sample and an action target
+        self.last = [_last_row(e, until_success) for e in episodes]
+        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(self.last[i] + 1)], dtype=np.int64)
         self.control_rate_hz = float(first.control_rate_hz)
 
     def __len__(self) -> int:
@@ -69,9 +81,9 @@ class DemoDataset:
                 images[c].append(e.images[c][t])
             joints.append(e.joint_positions[t])
             instructions.append(e.meta.instruction)
-            steps = np.minimum(np.arange(t, t + self.horizon), len(e) - 1)
+            steps = np.minimum(np.arange(t, t + self.horizon), self.last[i])
             actions.append(e.actions[steps])
-            to_go = len(e) - 1 - t
+            to_go = self.last[i] - t
             returns.append(self.gamma ** to_go if e.meta.success else 0.0)
         return ChunkBatch({c: np.stack(v) for c, v in images.items()}, np.stack(joints).astype(np.float32),
                           instructions, np.stack(actions).astype(np.float32), np.asarray(returns, np.float32))
@@ -79,12 +91,23 @@ class DemoDataset:
     def statistics(self, action_mode: str) -> dict[str, np.ndarray]:
         """Per-joint mean/std of joints and of the network target (absolute or delta) chunks."""
         joints, targets = [], []
-        for e in self.episodes:
-            t = np.arange(len(e))
-            steps = np.minimum(t[:, None] + np.arange(self.horizon)[None, :], len(e) - 1)
+        for e, last in zip(self.episodes, self.last):
+            t = np.arange(last + 1)
+            steps = np.minimum(t[:, None] + np.arange(self.horizon)[None, :], last)
             chunk = e.actions[steps]  # (T, H, J)
-            joints.append(e.joint_positions)
-            targets.append(chunk - e.joint_positions[:, None, :] if action_mode == "delta" else chunk)
+            joints.append(e.joint_positions[t])
+            targets.append(chunk - e.joint_positions[t][:, None, :] if action_mode == "delta" else chunk)
         joints, targets = np.concatenate(joints), np.concatenate(targets)
         return {"joint_mean": joints.mean(0), "joint_std": joints.std(0),
                 "action_mean": targets.mean(0), "action_std": targets.std(0)}
+
+
+def _last_row(episode: Episode, until_success: bool) -> int:
+    """The row whose action completed the task (``success_step`` is the first row after it)."""
+    step = episode.meta.extra.get("success_step") if until_success and episode.meta.success else None
+    if step is None:
+        return len(episode) - 1
+    if not 1 <= int(step) <= len(episode):
+        raise EpisodeFormatError(f"episode {episode.meta.episode_id}: extra.success_step {step} is outside "
+                                 f"1..{len(episode)} (its length)")
+    return int(step) - 1

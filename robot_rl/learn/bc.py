@@ -38,6 +38,7 @@ class BCConfig:
     value_coef: float = 0.1
     shift_pad: int = 4  # random-shift augmentation in pixels (0: off)
     eval_fraction: float = 0.05  # held-out samples for the loss we report
+    until_success: bool = True  # cut demonstrations at success_step (DemoDataset: the settle tail is the critic's)
     checkpoint_every: int = 500
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
@@ -110,7 +111,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     torch.manual_seed(config.seed)
     model_fields = dict(config.model)
     data = DemoDataset(config.data, horizon=int(model_fields.get("chunk_length", VLAConfig.chunk_length)),
-                       cameras=model_fields.get("cameras"))
+                       cameras=model_fields.get("cameras"), until_success=config.until_success)
     model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
                         image_width=data.image_size[1], control_rate_hz=data.control_rate_hz)
     model_config = VLAConfig.from_dict(model_fields)

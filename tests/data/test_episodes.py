@@ -62,9 +62,44 @@ def test_collect_writes_successful_oracle_demos_for_every_task(tiny_demos):
 
 
 def test_dataset_chunks_repeat_the_last_action_past_the_end(tiny_demos):
-    data = DemoDataset(tiny_demos, horizon=4)
+    data = DemoDataset(tiny_demos, horizon=4, until_success=False)
     last = len(data.episodes[0]) - 1
     row = int(np.nonzero((data.index[:, 0] == 0) & (data.index[:, 1] == last))[0][0])
     batch = data.batch(np.array([row]))
     np.testing.assert_array_equal(batch.actions[0], np.repeat(data.episodes[0].actions[-1:], 4, axis=0))
     assert batch.returns[0] == pytest.approx(1.0)
+
+
+def test_dataset_ends_demonstrations_at_success_and_holds_the_finishing_action(tiny_demos):
+    whole = DemoDataset(tiny_demos, horizon=4, until_success=False)
+    data = DemoDataset(tiny_demos, horizon=4)
+    press = next(i for i, e in enumerate(data.episodes) if e.meta.task == "press_button")
+    e = data.episodes[press]
+    done = e.meta.extra["success_step"]  # the first row after the action that pressed the button
+    assert done < len(e)  # collect recorded a settle tail, in which the oracle lifts off
+    rows = data.index[data.index[:, 0] == press, 1]
+    np.testing.assert_array_equal(rows, np.arange(done))  # no sample from the settle tail
+    assert len(data) < len(whole)
+    row = int(np.nonzero((data.index[:, 0] == press) & (data.index[:, 1] == done - 2))[0][0])
+    batch = data.batch(np.array([row]))
+    # the chunk holds the pressing action instead of following the lift-off the tail recorded
+    np.testing.assert_array_equal(batch.actions[0], e.actions[[done - 2, done - 1, done - 1, done - 1]])
+    assert not np.allclose(batch.actions[0, -1], e.actions[min(done + 1, len(e) - 1)])
+    assert batch.returns[0] == pytest.approx(0.99)  # one step before the task was done
+
+
+def test_dataset_uses_episodes_without_success_step_whole_and_refuses_a_bad_one(tiny_demos, tmp_path):
+    src = list_episodes(tiny_demos)[0]
+    for name, step in (("none", None), ("bad", 10_000)):
+        out = tmp_path / name / src.name
+        out.mkdir(parents=True)
+        (out / "steps.npz").write_bytes((src / "steps.npz").read_bytes())
+        meta = json.loads((src / "meta.json").read_text())
+        meta["extra"].pop("success_step")
+        if step is not None:
+            meta["extra"]["success_step"] = step
+        (out / "meta.json").write_text(json.dumps(meta))
+    data = DemoDataset(tmp_path / "none", horizon=4)
+    assert len(data) == len(data.episodes[0])
+    with pytest.raises(EpisodeFormatError, match=r"success_step 10000 is outside"):
+        DemoDataset(tmp_path / "bad", horizon=4)

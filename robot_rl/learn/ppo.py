@@ -46,6 +46,13 @@
    clipped surrogate + value_coef * value MSE - entropy_coef * entropy
    + demo_coef * NLL of demonstration chunks (the demo buffer: preloaded demonstrations and the
    steps a human commanded during RL, which never enter the PPO ratio).
+   The ratio of a decision is that of its whole executed chunk (4 points x 6 joints in the
+   benchmark: 24 Gaussian dimensions), so a weight change that moves each dimension a little moves
+   the chunk's ratio out of the clip range, and ``target_kl`` on the chunk ends an update after one
+   Adam step. ``ratio_per_dimension`` (off by default) clips and limits the geometric mean of the
+   per-dimension ratios instead, exp(log_ratio / dimensions), as a language-model trainer does with
+   tokens: ``clip`` and ``target_kl`` then hold per executed dimension (the chunk's KL is up to
+   ``dimensions`` times larger). The surrogate's advantage is still the decision's.
 
 6. The demonstration phase
    After the PPO epochs, ``demo_steps`` gradient steps on the demo NLL alone (learning rate
@@ -97,6 +104,7 @@ class PPOConfig:
     decoupled: bool = False  # clip and KL against the weights at the update's start (section 3)
     max_behaviour_weight: float = 2.0  # truncation of pi_prox / pi_behaviour when decoupled
     train_image_encoders: bool = True  # false: the camera encoders stay as loaded; PPO and demos train the rest
+    ratio_per_dimension: bool = False  # clip and KL-limit the per-dimension ratio of a chunk (section 5)
 
 
 @dataclass
@@ -344,8 +352,11 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
             optimiser.zero_grad(set_to_none=True)
             loss = None
             if len(rows):
-                log_prob, value, entropy = chunk_log_prob(model, *tensors(d, rows, embed))
+                images, joints, text, actions, mask = tensors(d, rows, embed)
+                log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask)
                 log_ratio = log_prob - torch.from_numpy(anchor[rows])
+                if config.ratio_per_dimension:  # section 5: the geometric mean over executed dimensions
+                    log_ratio = log_ratio / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)
                 ratio = log_ratio.exp()
                 a = torch.from_numpy(adv[rows])
                 w = torch.from_numpy(weight[rows])

@@ -127,6 +127,30 @@ def test_decoupled_ratio_starts_at_one_for_episodes_of_the_previous_version(tmp_
     learner.close()
 
 
+def test_the_per_dimension_ratio_clips_and_limits_each_dimension_not_the_whole_chunk(tmp_path, tiny_export, tiny_critic,
+                                                                                    learner_keys):
+    """The same moved weights seen through the chunk ratio and through the per-dimension ratio: the
+    chunk's log-ratio sums every executed dimension, so its KL and clip fraction are larger."""
+    episodes = sim_episodes(tiny_export, 2)  # acted by version 0
+    rows = {}
+    for per_dimension in (False, True):
+        ppo = {"epochs": 1, "minibatch_size": 256, "lr": 0.0, "ratio_per_dimension": per_dimension}
+        learner = Learner(learner_config(tmp_path / str(per_dimension), tiny_export, tiny_critic, learner_keys, ppo=ppo),
+                          log_fn=lambda *_: None)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in learner.model.action_head.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        learner.version = 1
+        learner.versions.add(1, learner.model.state_dict())
+        rows[per_dimension] = learner.update(episodes)
+        learner.close()
+    chunk, per_dim = rows[False], rows[True]
+    assert chunk["batch_decisions"] == per_dim["batch_decisions"] > 10
+    assert chunk["approx_kl"] > 0.05 and 0.0 < per_dim["approx_kl"] < chunk["approx_kl"] / 4
+    assert per_dim["clip_fraction"] < chunk["clip_fraction"] / 2  # measured 0.14 against 0.77
+
+
 def test_the_demo_phase_fits_the_demonstrations_whatever_the_kl_limit(tmp_path, tiny_export, tiny_critic, learner_keys):
     ppo = {"demo_steps": 60, "demo_lr": 1e-3, "target_kl": 1e-9, "demo_coef": 0.1, "max_staleness": 5, "demo_shift_pad": 0}
     learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo,

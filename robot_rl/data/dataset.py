@@ -62,7 +62,7 @@ class DemoDataset:
         self.horizon = horizon
         self.gamma = gamma
         # last row of each episode that is a training sample and an action target
-        self.last = [_last_row(e, until_success) for e in episodes]
+        self.last = [((e.success_step if until_success else None) or len(e)) - 1 for e in episodes]
         self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(self.last[i] + 1)], dtype=np.int64)
         self.control_rate_hz = float(first.control_rate_hz)
 
@@ -101,13 +101,3 @@ class DemoDataset:
         return {"joint_mean": joints.mean(0), "joint_std": joints.std(0),
                 "action_mean": targets.mean(0), "action_std": targets.std(0)}
 
-
-def _last_row(episode: Episode, until_success: bool) -> int:
-    """The row whose action completed the task (``success_step`` is the first row after it)."""
-    step = episode.meta.extra.get("success_step") if until_success and episode.meta.success else None
-    if step is None:
-        return len(episode) - 1
-    if not 1 <= int(step) <= len(episode):
-        raise EpisodeFormatError(f"episode {episode.meta.episode_id}: extra.success_step {step} is outside "
-                                 f"1..{len(episode)} (its length)")
-    return int(step) - 1

@@ -72,6 +72,18 @@ class Episode:
     def __len__(self) -> int:
         return self.meta.length
 
+    @property
+    def success_step(self) -> int | None:
+        """The first row after the action that completed the task (``meta.extra.success_step``, written by
+        ``robot-rl collect``), or None where a successful episode does not say or the episode failed."""
+        step = self.meta.extra.get("success_step") if self.meta.success else None
+        if step is None:
+            return None
+        if not 1 <= int(step) <= len(self):
+            raise EpisodeFormatError(f"episode {self.meta.episode_id}: extra.success_step {step} is outside "
+                                     f"1..{len(self)} (its length)")
+        return int(step)
+
 
 class EpisodeWriter:
     """Accumulates steps in memory and writes the episode atomically on :meth:`finish`."""

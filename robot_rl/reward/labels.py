@@ -39,8 +39,7 @@ DONE_BEFORE, DONE_AFTER = 0.8, 0.95  # done is 0 before 0.8 T and 1 from 0.95 T 
 
 def success_step(episode: Episode) -> int:
     """T of the labels: the row where success was first recorded, else the episode length."""
-    step = episode.meta.extra.get("success_step") if episode.meta.success else None
-    return int(step) if step else len(episode)
+    return episode.success_step or len(episode)
 
 
 def progress_targets(episode: Episode) -> np.ndarray | None:

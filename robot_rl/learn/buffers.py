@@ -71,6 +71,16 @@ class DemoBuffer:
             self.added_human += added
         return added
 
+    def add_demonstration(self, episode: Episode) -> int:
+        """Pin the samples of a collected demonstration, up to where its task was done.
+
+        ``robot-rl collect`` records a few settle steps after success for the critic; in them the
+        oracle moves away (it lifts off the button), and a chunk that ran into them would teach
+        "leave" next to the goal. As in behaviour cloning (``DemoDataset(until_success=True)``),
+        samples and chunk targets stop at ``success_step``; an episode without it is used whole."""
+        end = episode.success_step
+        return self.add_episode(episode, None if end is None else np.arange(end), pin=True)
+
     def _next_row(self, pin: bool) -> int | None:
         if self.size < self.capacity:
             row = self.size
@@ -83,8 +93,17 @@ class DemoBuffer:
         self.cursor += 1
         return row
 
-    def sample(self, n: int, rng: np.random.Generator, embed) -> tuple:
-        rows = rng.integers(0, self.size, size=min(n, self.size))
+    def sample(self, n: int, rng: np.random.Generator, embed, human_fraction: float = 0.0) -> tuple:
+        """``n`` samples (fewer when the buffer holds fewer). With ``human_fraction`` > 0 and both kinds
+        present, that share of the batch is drawn from the human's steps and the rest from the pinned
+        demonstrations (as HIL-SERL and RLPD draw half from each buffer): otherwise a few hundred
+        corrections are a few percent of a batch next to thousands of preloaded demonstration rows."""
+        n = min(n, self.size)
+        if human_fraction > 0 and 0 < self.pinned < self.size:
+            k = int(round(n * human_fraction))
+            rows = np.concatenate([rng.integers(self.pinned, self.size, size=k), rng.integers(0, self.pinned, size=n - k)])
+        else:
+            rows = rng.integers(0, self.size, size=n)
         images = {c: torch.from_numpy(v[rows]) for c, v in self.images.items()}
         text = torch.from_numpy(np.stack([embed(self.instructions[i]) for i in rows]))
         return (images, torch.from_numpy(self.joints[rows]), text, torch.from_numpy(self.actions[rows]),

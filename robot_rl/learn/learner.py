@@ -218,7 +218,7 @@ class Learner:
         for path in list_episodes(directory):
             episode = read_episode(path)
             if episode.meta.success and self._compatible(episode):
-                added += self.demos.add_episode(episode, pin=True)
+                added += self.demos.add_demonstration(episode)
         self.log(f"demo buffer: {added} samples preloaded from {directory}")
 
     def _compatible(self, episode: Episode) -> bool:

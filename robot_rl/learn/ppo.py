@@ -60,7 +60,12 @@
    surrogate; it says nothing about supervised steps towards what a human did, and with it the demo
    term got one or two small steps per update. This is the supervised half of human-guided
    exploration (DAgger with the human as the expert, as HIL-SERL's and VLAC's interventions are used):
-   the corrections are learned where the policy went wrong. Demo images get the random-shift
+   the corrections are learned where the policy went wrong. ``demo_human_fraction`` draws that share of
+   each demo batch from the human's steps and the rest from the preloaded demonstrations (HIL-SERL and
+   RLPD draw half from each buffer): with a buffer preloaded with the starting policy's own
+   demonstrations, uniform draws would make the few hundred corrections a few percent of a batch, and
+   a buffer of corrections alone overfits them and forgets the rest (measured,
+   docs/learning-benchmark.md item 13). Demo images get the random-shift
    augmentation behaviour cloning trained with (``demo_shift_pad``), and the demo NLL (here and in
    section 5) holds the log-std fixed: demonstrations teach the mean, the exploration noise is RL's.
 """
@@ -97,6 +102,7 @@ class PPOConfig:
     demo_coef: float = 0.1  # weight of the demonstration NLL term (0: no demo replay)
     intervention_penalty: float = 0.0  # reward of a decision a human take-over interrupted (subtracted)
     demo_batch_size: int = 32
+    demo_human_fraction: float = 0.0  # share of a demo batch drawn from the human's steps (0: uniform over the buffer)
     demo_steps: int = 0  # demo-NLL-only gradient steps after the PPO epochs of each update (section 6)
     demo_lr: float = 1e-4  # their learning rate (their own Adam)
     demo_shift_pad: int = 4  # random-shift augmentation of demo images in pixels, as behaviour cloning (0: off)
@@ -105,6 +111,10 @@ class PPOConfig:
     max_behaviour_weight: float = 2.0  # truncation of pi_prox / pi_behaviour when decoupled
     train_image_encoders: bool = True  # false: the camera encoders stay as loaded; PPO and demos train the rest
     ratio_per_dimension: bool = False  # clip and KL-limit the per-dimension ratio of a chunk (section 5)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.demo_human_fraction <= 1.0:
+            raise ValueError(f"ppo.demo_human_fraction {self.demo_human_fraction}: expected a share between 0 and 1")
 
 
 @dataclass
@@ -286,7 +296,7 @@ class DataParallel:
 def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generator, embed,
                parallel: DataParallel | None) -> torch.Tensor | None:
     """This rank's share of the demo NLL on one drawn batch (every rank draws the same), or None."""
-    sample = demos.sample(config.demo_batch_size, rng, embed)
+    sample = demos.sample(config.demo_batch_size, rng, embed, config.demo_human_fraction)
     if config.demo_shift_pad > 0:  # the augmentation behaviour cloning trained with (learn/bc.py)
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
         sample = ({c: random_shift(v, config.demo_shift_pad, generator) for c, v in sample[0].items()},) + sample[1:]

@@ -10,7 +10,7 @@ import torch
 from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
-from robot_rl.learn.ppo import episode_decisions, evaluate_rows, gae
+from robot_rl.learn.ppo import PPOConfig, episode_decisions, evaluate_rows, gae
 from robot_rl.policy.base import PolicyConfig, make_policy
 from robot_rl.transport.links import EpisodeUplink, WeightsListener
 from robot_rl.transport.security import ClientKeys, generate_keypair
@@ -289,3 +289,8 @@ def test_weights_for_another_architecture_are_refused_and_the_policy_keeps_runni
         model, _ = load_start_policy("policies/sim_default")
         policy.load_weights(1, model.config.to_dict(), b"garbage")
     assert policy.version_number == 0
+
+
+def test_a_human_share_outside_zero_to_one_is_refused_with_its_field():
+    with pytest.raises(ValueError, match=r"ppo.demo_human_fraction 1.5: expected a share between 0 and 1"):
+        PPOConfig(demo_human_fraction=1.5)

@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--critic", help="progress critic (default policies/sim_critic)")
     b.add_argument("--execute-steps", type=int, help="chunk points executed per policy query (default 4)")
     b.add_argument("--episodes-per-update", type=int, help="default 5")
-    b.add_argument("--demos-per-task", type=int, help="oracle demonstrations preloaded for demo replay (default 10)")
+    b.add_argument("--demos-per-task", type=int, help="oracle demonstrations preloaded for demo replay (default 200, the starting policy's own)")
     b.add_argument("--out-dir", help="run directories (default runs/bench-learning)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, e.g. ppo.lr=1e-4 (repeat)")
     b.add_argument("--json", required=True)

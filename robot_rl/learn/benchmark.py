@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import platform
 import shutil
 import threading
@@ -61,12 +62,19 @@ class Arm:
     human: bool  # the simulated human intervenes (human-guided steps go to the demo buffer)
     demo_replay: bool  # demonstrations preloaded into the demo buffer
     return_and_explore: bool
+    demo_phase: bool = False  # supervised steps on the demo buffer after each update (HIL_DEMO_PHASE)
 
+
+# The supervised half of human-guided exploration as measured best (docs/learning-benchmark.md,
+# item 13): after each update, 50 NLL steps on the demo buffer, half of every batch from the human's
+# corrections and half from the preloaded demonstrations (which keep what the policy already does).
+# ``--set ppo.<field>=...`` overrides each of them.
+HIL_DEMO_PHASE = {"demo_steps": 50, "demo_lr": 5e-5, "demo_human_fraction": 0.5}
 
 ARMS = {
     "sparse": Arm(shaping_scale=0.0, human=False, demo_replay=False, return_and_explore=False),
     "progress": Arm(shaping_scale=1.0, human=False, demo_replay=False, return_and_explore=False),
-    "progress+hil": Arm(shaping_scale=1.0, human=True, demo_replay=True, return_and_explore=True),
+    "progress+hil": Arm(shaping_scale=1.0, human=True, demo_replay=True, return_and_explore=True, demo_phase=True),
 }
 
 
@@ -84,7 +92,7 @@ class LearningBenchConfig:
     execute_steps: int = 4  # chunk points executed per policy query, in training and evaluation
     episodes_per_update: int = 5
     max_lag_updates: int = 1  # the actor waits when further ahead of its weights than this
-    demos_per_task: int = 10  # oracle demonstrations preloaded for demo replay
+    demos_per_task: int = 200  # oracle demonstrations preloaded for demo replay (the starting policy's own 200 per task)
     return_probability: float = 0.5
     human: dict = field(default_factory=dict)  # ScriptedHumanConfig overrides (threshold, probability, ...)
     learner: dict = field(default_factory=dict)  # LearnerConfig overrides (ppo: {...}, reward: {...})
@@ -111,7 +119,7 @@ def quick_config(**overrides) -> LearningBenchConfig:
     """The whole pipeline in a few minutes (CI): a handful of episodes and evaluation layouts. Proves
     that every part runs and reports; claims nothing about learning."""
     base = dict(episodes=6, seeds=1, eval_every=3, eval_seeds=2, episodes_per_update=3, demos_per_task=1,
-                learner={"ppo": {"epochs": 1, "minibatch_size": 32}})
+                learner={"ppo": {"epochs": 1, "minibatch_size": 32, "demo_steps": 2}})
     base.update(overrides)
     return LearningBenchConfig(**base)
 
@@ -122,6 +130,12 @@ def _policy(path: str, explore: bool, seed: int):
 
     return make_policy(PolicyConfig(type="vla", options={"path": path, "backend": "torch", "explore": explore,
                                                          "explore_seed": seed}))
+
+
+def _orphaned(spec: dict) -> bool:
+    """The benchmark process that started this one is gone (killed: its daemon children are only
+    stopped on a clean exit); its helpers must not keep waiting for weights that never come."""
+    return os.getppid() != spec["parent"]
 
 
 def _actor_main(spec: dict) -> None:
@@ -164,6 +178,8 @@ def _actor_main(spec: dict) -> None:
                 give_up = time.monotonic() + 30.0
                 while i >= (policy.version_number + 1 + lag) * per_update and time.monotonic() < give_up:
                     time.sleep(0.02)
+                if _orphaned(spec):
+                    return
                 task = spec["tasks"][i % len(spec["tasks"])]
                 t0 = time.perf_counter()
                 e = actor.episode(task, TRAIN_SEED * (spec["seed"] + 1) + i)
@@ -210,7 +226,7 @@ def _evaluator_main(spec: dict) -> None:
         for n in spec["points"]:
             path = run_dir / "eval_weights" / f"at_{n}.safetensors"
             while not path.is_file():
-                if (run_dir / "learner_failed").exists():
+                if (run_dir / "learner_failed").exists() or _orphaned(spec):
                     return
                 time.sleep(0.1)
             meta = json.loads(path.with_suffix(".json").read_text())
@@ -295,6 +311,12 @@ def collect_demos(config: LearningBenchConfig, out: Path, echo=print) -> Path:
     return out
 
 
+def arm_ppo_settings(config: LearningBenchConfig, arm_name: str) -> dict:
+    """The PPO settings an arm runs with: its own (``HIL_DEMO_PHASE`` for the HIL arm), then the run's
+    ``--set ppo.*`` overrides on top."""
+    return {**(HIL_DEMO_PHASE if ARMS[arm_name].demo_phase else {}), **config.learner.get("ppo", {})}
+
+
 def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -> dict:
     """One arm, one seed: the asynchronous loop and its evaluations. Returns the run's record."""
     import torch
@@ -311,10 +333,13 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
     overrides = json.loads(json.dumps(config.learner))
     learner_cfg = LearnerConfig.from_dict({
         "run_dir": str(run_dir / "learner"), "policy": config.policy, "critic": config.critic, "demos": demos,
-        "demo_capacity": 3000, "episodes_per_update": config.episodes_per_update, "checkpoint_every": 10 ** 9,
+        # room for the preloaded demonstrations (about 16 steps each) and 4000 of the human's steps
+        "demo_capacity": config.demos_per_task * len(config.tasks) * 20 + 4000,
+        "episodes_per_update": config.episodes_per_update, "checkpoint_every": 10 ** 9,
         "keep_episodes": False, "bind_episodes": "tcp://127.0.0.1:*", "bind_weights": "tcp://127.0.0.1:*",
         "secret_key": keys["learner_secret"], "allowed_keys": keys["allowed"], "threads": config.threads,
         "seed": seed, "tensorboard": False, **overrides,
+        "ppo": arm_ppo_settings(config, arm_name),
         "reward": {**overrides.get("reward", {}), "shaping_scale": arm.shaping_scale},
         "hil": {"demo_replay": arm.demo_replay, "return_and_explore": arm.return_and_explore, "human_guided": arm.human},
     })
@@ -340,7 +365,7 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
     if errors or learner.inbox is None:
         raise RuntimeError(f"bench learning {arm_name} seed {seed}: the learner did not start: {errors[:1]}")
     common = {"run_dir": str(run_dir), "policy": config.policy, "tasks": list(config.tasks), "seed": seed,
-              "threads": config.threads, "execute_steps": config.execute_steps}
+              "threads": config.threads, "execute_steps": config.execute_steps, "parent": os.getpid()}
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or GL state
     actor = ctx.Process(target=_actor_main, name=f"actor-{arm_name}-{seed}", daemon=True, args=({
         **common, "episodes": config.episodes, "episodes_per_update": config.episodes_per_update,
@@ -394,6 +419,8 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
             "updates": len(updates), "version": learner.version, **{k: learner.counters[k] for k in
                                                                     ("dropped_stale", "human_steps", "decisions")},
             "demo_buffer": len(learner.demos),
+            "demo_steps": learner_cfg.ppo.demo_steps if len(learner.demos) else 0,
+            "demo_phase_nll_mean": _mean([u["demo_phase_nll"] for u in updates if "demo_phase_nll" in u]),
             "approx_kl_mean": _mean([u["approx_kl"] for u in updates]),
             "stopped_early": int(sum(u["stopped_early"] for u in updates)),
             "update_s_mean": _mean([u["update_s"] for u in updates]),

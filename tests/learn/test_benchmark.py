@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from robot_rl.learn.benchmark import (LearningBenchConfig, bench_learning, demos_dir_name, episodes_to_reach, goals,
-                                     quick_config)
+from robot_rl.learn.benchmark import (HIL_DEMO_PHASE, LearningBenchConfig, arm_ppo_settings, bench_learning,
+                                     demos_dir_name, episodes_to_reach, goals, quick_config)
 
 
 def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, tiny_export, tiny_critic):
@@ -30,6 +30,9 @@ def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, 
     assert hil["training"]["episodes_with_intervention"] > 0 and hil["learner"]["human_steps"] > 0
     assert hil["learner"]["demo_buffer"] > hil["learner"]["human_steps"]  # plus the preloaded demonstrations
     assert runs["progress"]["learner"]["demo_buffer"] == 0
+    # the supervised phase on the demo buffer ran where there is a buffer
+    assert hil["learner"]["demo_steps"] == 2 and hil["learner"]["demo_phase_nll_mean"] > 0
+    assert runs["progress"]["learner"]["demo_steps"] == 0 and runs["progress"]["learner"]["demo_phase_nll_mean"] is None
     assert set(report["goals"]) == {"progress+hil_final_at_least_0.9", "progress_above_sparse",
                                     "progress+hil_reaches_0.8_in_two_thirds_of_progress"}
 
@@ -51,6 +54,15 @@ def test_goals_are_checked_on_the_measured_curves():
                       "progress+hil_reaches_0.8_in_two_thirds_of_progress": False}
 
 
+def test_the_hil_arm_has_its_demo_phase_and_the_run_overrides_win():
+    assert arm_ppo_settings(LearningBenchConfig(), "progress+hil") == HIL_DEMO_PHASE
+    assert HIL_DEMO_PHASE["demo_steps"] > 0 and 0 < HIL_DEMO_PHASE["demo_human_fraction"] < 1
+    assert arm_ppo_settings(LearningBenchConfig(), "progress") == arm_ppo_settings(LearningBenchConfig(), "sparse") == {}
+    mine = LearningBenchConfig(learner={"ppo": {"demo_steps": 7, "lr": 1e-4}})
+    assert arm_ppo_settings(mine, "progress+hil") == {**HIL_DEMO_PHASE, "demo_steps": 7, "lr": 1e-4}
+    assert arm_ppo_settings(mine, "sparse") == {"demo_steps": 7, "lr": 1e-4}
+
+
 def test_bad_benchmark_settings_name_what_is_wrong():
     with pytest.raises(ValueError, match="unknown arms.*'hil'"):
         LearningBenchConfig(arms=["hil"])
@@ -68,3 +80,20 @@ def test_demonstrations_are_cached_per_count_tasks_and_policy():
     assert len(names) == 4
     assert demos_dir_name(base) == demos_dir_name(LearningBenchConfig(arms=["sparse"], episodes=20))
     assert demos_dir_name(LearningBenchConfig(demos_per_task=50)).startswith("demos-50-per-task-")
+
+
+def test_an_evaluator_whose_benchmark_was_killed_stops_waiting(tmp_path, tiny_export):
+    import os
+    import threading
+
+    from robot_rl.learn.benchmark import _evaluator_main
+
+    spec = {"run_dir": str(tmp_path), "policy": str(tiny_export), "tasks": ["reach_cube"], "seed": 0, "threads": 1,
+            "execute_steps": 4, "points": [0], "eval_seeds": 1}
+    # weights for point 0 never come; with its parent alive it waits, with its parent gone it returns
+    for parent, returns in ((os.getppid(), False), (-1, True)):
+        worker = threading.Thread(target=_evaluator_main, args=({**spec, "parent": parent},), daemon=True)
+        worker.start()
+        worker.join(timeout=5.0)
+        assert worker.is_alive() is not returns, parent
+    (tmp_path / "learner_failed").touch()  # lets the first, still waiting thread end

@@ -1,59 +1,30 @@
 """The RealSense driver on librealsense's own software_device: real sensors, syncer, align and timestamps."""
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
-
-from robot_rl.cameras import CameraConfig, make_camera  # noqa: E402
-from robot_rl.cameras.base import CameraDisconnected, CameraError, CameraTimeout  # noqa: E402
-from robot_rl.cameras.realsense import SoftwareRealSense  # noqa: E402
-from robot_rl.cameras.stream import CameraStream  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
+from robot_rl.cameras import CameraConfig, make_camera
+from robot_rl.cameras.base import CameraDisconnected, CameraError, CameraTimeout
+from robot_rl.cameras.realsense import SoftwareRealSense
+from robot_rl.cameras.stream import CameraStream
+from tests.cameras.feeder import Feeder
+from tests.helpers import wait_until
 
 W, H = 64, 48
 
 
-class Feeder:
-    """Pushes numbered frames into a software device at ``rate``.
+def pattern(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame k: colour value k % 200 with a constant green channel (an RGB order check), depth 1000 + value."""
+    value = k % 200
+    color = np.full((H, W, 3), value, np.uint8)
+    color[:, :, 1] = 7
+    return color, np.full((H, W), 1000 + value, np.uint16)
 
-    ``hardware_clock``: colour only, on a device clock that starts at 5000 s (the driver maps it to the
-    host clock). ``global_time``: colour and depth on the host-mapped clock a D400 sends by default.
-    """
 
-    def __init__(self, device: SoftwareRealSense, rate: float = 30.0, domain: str = "global_time"):
-        self.device, self.period, self.domain = device, 1.0 / rate, domain
-        self.pushed: list[tuple[int, float]] = []  # (value, host time of the push)
-        self.running = threading.Event()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.offset = 5000.0 - time.time() if domain == "hardware_clock" else 0.0
-
-    def run(self):
-        k = 0
-        while not self.stop.is_set():
-            if self.running.is_set():
-                value = k % 200
-                color = np.full((H, W, 3), value, np.uint8)
-                color[:, :, 1] = 7  # a channel order check: green is constant
-                depth = np.full((H, W), 1000 + value, np.uint16)
-                now = time.time()
-                self.device.push(color, None if self.domain == "hardware_clock" else depth, now + self.offset,
-                                 self.domain)
-                self.pushed.append((value, now))
-                k += 1
-            time.sleep(self.period)
-
-    def __enter__(self):
-        self.running.set()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+def patterned(device: SoftwareRealSense, **kw) -> Feeder:
+    return Feeder(device, pattern, **kw)
 
 
 @pytest.fixture
@@ -70,10 +41,10 @@ def realsense(serial="817612070001", **kw):
 
 
 def test_colour_and_aligned_depth_through_syncer_and_align(software_camera):
-    with Feeder(software_camera) as feeder, realsense() as camera:
+    with patterned(software_camera) as feeder, realsense() as camera:
         frames = [camera.read(timeout_s=2.0) for _ in range(15)]
         intrinsics = camera.intrinsics()
-    pushed = dict(feeder.pushed)
+    pushed = {k % 200: made for k, made in feeder.pushed}
     for frame in frames:
         assert frame.color.shape == (H, W, 3) and frame.color.dtype == np.uint8
         value = int(frame.color[0, 0, 0])
@@ -88,9 +59,9 @@ def test_colour_and_aligned_depth_through_syncer_and_align(software_camera):
 
 
 def test_hardware_clock_is_mapped_to_the_host_clock(software_camera):
-    with Feeder(software_camera, domain="hardware_clock") as feeder, realsense(depth=False) as camera:
+    with patterned(software_camera, domain="hardware_clock") as feeder, realsense(depth=False) as camera:
         frames = [camera.read(timeout_s=2.0) for _ in range(20)]
-    pushed = dict(feeder.pushed)
+    pushed = {k % 200: made for k, made in feeder.pushed}
     for frame in frames:
         value = int(frame.color[0, 0, 0])
         assert frame.depth is None and frame.stamp_source == "device"
@@ -103,7 +74,7 @@ def test_device_chosen_by_serial_and_absent_or_ambiguous_serials_refused(softwar
     other = SoftwareRealSense(serial="817612070002", width=W, height=H)
     other.plug()
     try:
-        with Feeder(other), realsense(serial="817612070002") as camera:
+        with patterned(other), realsense(serial="817612070002") as camera:
             assert camera.serial == "817612070002"
             assert camera.read(timeout_s=2.0).color.shape == (H, W, 3)
         with pytest.raises(CameraDisconnected, match="817612079999: not connected"):
@@ -131,7 +102,7 @@ def test_read_times_out_when_the_device_sends_nothing(software_camera):
 def test_stream_recovers_after_unplug_and_frame_timeout(software_camera):
     received = []
     stream = CameraStream(realsense(), received.append, reconnect_after=1, backoff_s=(0.05, 0.2), log=lambda m: None)
-    with Feeder(software_camera) as feeder:
+    with patterned(software_camera) as feeder:
         stream.start()
         try:
             wait_until(lambda: len(received) >= 10, timeout=10, what="first frames")

@@ -1,6 +1,5 @@
 """camera_node over DDS with a RealSense that is librealsense's software_device: topics, camera_info, recovery."""
 
-import threading
 import time
 
 import numpy as np
@@ -10,15 +9,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
-
-from robot_rl.calibration.camera_info import save_camera_info  # noqa: E402
-from robot_rl.cameras.base import Intrinsics  # noqa: E402
-from robot_rl.cameras.realsense import SoftwareRealSense  # noqa: E402
-from robot_rl.nodes.camera_node import CameraNode  # noqa: E402
-from robot_rl.ros import qos  # noqa: E402
-from robot_rl.ros.conversions import diagnostics_values, msg_to_image, to_sec  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
-from tests.nodes.test_nodes import ros  # noqa: E402,F401
+from robot_rl.calibration.camera_info import save_camera_info
+from robot_rl.cameras.base import Intrinsics
+from robot_rl.cameras.realsense import SoftwareRealSense
+from robot_rl.nodes.camera_node import CameraNode
+from robot_rl.ros import qos
+from robot_rl.ros.conversions import diagnostics_values, msg_to_image, to_sec
+from tests.cameras.feeder import Feeder
+from tests.helpers import wait_until
+from tests.nodes.test_nodes import ros  # noqa: F401 - the fixture
 
 W, H = 64, 48
 SERIAL = "817612070101"
@@ -33,21 +32,8 @@ def test_realsense_camera_node_publishes_and_recovers_from_unplug(ros, tmp_path)
                                    "wrist")
     device = SoftwareRealSense(serial=SERIAL, width=W, height=H)
     device.plug()
-    feeding, stop = threading.Event(), threading.Event()
-    feeding.set()
-
-    def feed():
-        # On an absolute 30 Hz schedule, as a camera's own clock: a sleep that overshoots on a loaded
-        # host does not lower the rate the node measures (a late tick is caught up, not skipped).
-        k, tick = 0, time.monotonic()
-        while not stop.is_set():
-            if feeding.is_set():
-                device.push(np.full((H, W, 3), k % 250, np.uint8), np.full((H, W), 800, np.uint16), time.time(), "global_time")
-                k += 1
-            tick = max(tick + 1 / 30, time.monotonic() - 0.1)
-            time.sleep(max(0.0, tick - time.monotonic()))
-
-    feeder = threading.Thread(target=feed, daemon=True)
+    # a camera's own 30 Hz clock (tests/cameras/feeder.py: the syncer pairs colour with depth by it)
+    feeder = Feeder(device, lambda k: (np.full((H, W, 3), k % 250, np.uint8), np.full((H, W), 800, np.uint16)))
     feeder.start()
     listener = ros(rclpy.create_node("camera_listener"))
     images, infos, depths, diagnostics = [], [], [], []
@@ -76,21 +62,20 @@ def test_realsense_camera_node_publishes_and_recovers_from_unplug(ros, tmp_path)
         wait_until(lambda: diagnostics and level(diagnostics[-1]) == DiagnosticStatus.OK, timeout=10, what="ok diagnostics")
 
         # unplug: no frames, the device vanishes; diagnostics say so and the node keeps trying
-        feeding.clear()
+        feeder.running.clear()
         device.unplug()
         wait_until(lambda: level(diagnostics[-1]) == DiagnosticStatus.ERROR
                    and "not connected" in diagnostics[-1].status[0].message, timeout=10, what="error diagnostics")
         count = len(images)
         device.plug()
-        feeding.set()
+        feeder.running.set()
         wait_until(lambda: len(images) >= count + 10, timeout=15, what="images after replug")
         wait_until(lambda: level(diagnostics[-1]) == DiagnosticStatus.OK
                    and int(diagnostics_values(diagnostics[-1])["reconnects"]) >= 1, timeout=10, what="recovered diagnostics")
         values = diagnostics_values(diagnostics[-1])
         assert int(values["stalls"]) >= 1 and float(values["rate_hz"]) > 15
     finally:
-        stop.set()
-        feeder.join()
+        feeder.close()
         device.unplug()
 
 

@@ -11,19 +11,22 @@ def test_train_sim_runs_the_whole_loop_and_the_policy_runs_learnt_weights(tmp_pa
     report_path = tmp_path / "train.json"
     code = main(["train", "--sim", "--episodes", "6", "--episodes-per-update", "2", "--run-dir", str(tmp_path / "run"),
                  "--json", str(report_path), "--timeout", "400", "--arg", "max_duration_s:=5.0",
-                 "--until-version", "1"])
+                 "--until-version", "2"])
     out = capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert code == 0, (report["failure"], out[-3000:])
     assert report["processes_left"] == [] and report["failure"] == ""
-    assert len(report["episodes"]) >= 6 and len(report["updates"]) >= 3
-    assert [u["version"] for u in report["updates"]][:3] == [1, 2, 3]
+    # a batch the learner cannot learn from (no policy decision in it: the human had every step, or its
+    # episodes were too stale) publishes no version, so the run waits for the policy to act with
+    # version 2 rather than counting updates
+    assert len(report["episodes"]) >= 6 and len(report["updates"]) >= 2
+    assert [u["version"] for u in report["updates"]][:2] == [1, 2]
     # versions never run backwards within the stream of episodes (each episode's newest version)
     newest = [max(e["policy_versions"]) for e in report["episodes"] if e["policy_versions"]]
     assert newest == sorted(newest)
     # weights went down the wire and the policy acted with them (versions recorded per step)
     acted = {v for e in report["episodes"] for v in e["policy_versions"]}
-    assert max(acted) >= 1, report["episodes"]
+    assert max(acted) >= 2, report["episodes"]
     assert all(e["outcome"] in ("done", "time_limit") for e in report["episodes"])
     assert len(report["success_over_time"]) == len(report["episodes"])
     assert "update 1: version 1" in out and "episode    1" in out

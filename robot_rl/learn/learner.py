@@ -191,7 +191,7 @@ class Learner:
         self.version = 0
         self.updates = 0
         self.counters = {"episodes": 0, "steps": 0, "dropped_stale": 0, "dropped_unreadable": 0, "decisions": 0,
-                         "human_steps": 0}
+                         "human_steps": 0, "skipped_batches": 0}
         self.used: list[str] = []  # episode ids of updates since the last checkpoint
         c = self.model.config
         self.demos = DemoBuffer(c.cameras, (c.image_height, c.image_width), len(c.joint_names), c.chunk_length,
@@ -321,7 +321,10 @@ class Learner:
         t0 = time.perf_counter()
         d, report = self.prepare(episodes)
         self.used += [e.meta.episode_id for e in episodes]
-        if d is None:
+        if d is None:  # nothing the policy decided (the human had every step, or all were stale): no version
+            self.counters["skipped_batches"] += 1
+            self.log(f"learner: {len(episodes)} episodes hold no policy decision to learn from: no update "
+                     f"(version stays {self.version})")
             return None
         # behaviour log-probabilities from the weights that acted (the current model's own for rows
         # of the current version: one pass gives those and every value), values from the current weights

@@ -215,6 +215,12 @@ def test_stale_episodes_are_dropped_and_human_steps_feed_the_demo_buffer(tmp_pat
     assert learner.demos.added_human == 3 and len(learner.demos) == 3
     # every step the policy commanded is in exactly one decision; the human's three are in none
     assert d.mask.sum() == len(fresh) - 3
+    # a batch with nothing the policy decided publishes no version, and says so
+    logged = []
+    learner.log = logged.append
+    assert learner.update([stale]) is None
+    assert learner.version == 2 and learner.counters["skipped_batches"] == 1
+    assert any("no policy decision to learn from" in line for line in logged), logged
     learner.close()
 
 

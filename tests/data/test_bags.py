@@ -66,8 +66,12 @@ def test_a_recorded_graph_converts_to_the_episodes_the_live_recorder_wrote(ros, 
         a, b = live[eid], by_live_id[eid]
         assert b.meta.instruction == a.meta.instruction and b.meta.cameras == cams
         assert b.images["front"].shape[1:] == (24, 32, 3)
-        # the bag's recorder and the live one heard the same messages, each at its own arrival times
-        assert abs(len(a) - len(b)) <= max(2, 0.15 * len(a)), (len(a), len(b))
+        # the bag's recorder and the live one heard the same messages, each at its own arrival times: on a
+        # loaded host commands arrive bunched, and the two merge a different few of them into one step
+        # (measured 17 vs 20 in CI); they span the same episode, the same boundaries give the same ends
+        assert abs(len(a) - len(b)) <= max(3, 0.25 * len(a)), (len(a), len(b))
+        assert abs(a.stamps[0] - b.stamps[0]) < 0.5 and abs(a.stamps[-1] - b.stamps[-1]) < 0.5, \
+            (a.stamps[[0, -1]], b.stamps[[0, -1]])
         # each recorder merges a command that replaces the previous one within half a period by its own
         # arrival time, so a step can merge in one and not in the other (and a step at an episode's edge
         # can fall either side of it): compare the steps as aligned sequences, not row by row

@@ -77,6 +77,14 @@ def _bench_learning(args) -> int:
         node[leaf] = yaml_value(value)
     if learner:
         given["learner"] = learner
+    human = {}
+    for item in args.human or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--human {item!r}: expected KEY=VALUE (e.g. trigger=stall)")
+        human[key] = yaml_value(value)
+    if human:
+        given["human"] = human
     config = quick_config(**given) if args.quick else LearningBenchConfig(**given)
     bench_learning(config, args.json, args.plot, quick=args.quick)
     return 0
@@ -315,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--demos-per-task", type=int, help="oracle demonstrations preloaded for demo replay (default 200, the starting policy's own)")
     b.add_argument("--out-dir", help="run directories (default runs/bench-learning)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, e.g. ppo.lr=1e-4 (repeat)")
+    b.add_argument("--human", action="append", metavar="KEY=VALUE",
+                   help="simulated human setting of the HIL arm, e.g. trigger=stall (repeat; teleop/scripted.py)")
     b.add_argument("--json", required=True)
     b.add_argument("--plot", help="PNG: mean success vs episodes, band across seeds")
     b.add_argument("--quick", action="store_true", help="the whole pipeline in a few minutes; claims nothing")

@@ -91,7 +91,7 @@ class SimActor:
             human_target = None
             if self.human is not None:
                 reading = self.human.read(TeleopContext(w.time, list(w.joint_names), q, executed, target, instruction,
-                                                        w.object_poses(), new_episode=t == 0))
+                                                        w.object_poses(), w.task_progress(), new_episode=t == 0))
                 if reading.engaged and reading.positions is not None:
                     human_target = reading.positions
                     if not engaged:

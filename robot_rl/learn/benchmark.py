@@ -42,7 +42,7 @@ import platform
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +108,13 @@ class LearningBenchConfig:
         if self.eval_every % self.episodes_per_update:
             raise ValueError(f"eval_every ({self.eval_every}) must be a multiple of episodes_per_update "
                              f"({self.episodes_per_update}): evaluations happen between updates")
+        from robot_rl.teleop.scripted import ScriptedHumanConfig
+
+        known = [f.name for f in fields(ScriptedHumanConfig) if f.name not in ("seed", "control_rate_hz")]
+        unknown = sorted(set(self.human) - set(known))
+        if unknown:
+            raise ValueError(f"simulated human settings {unknown}: expected some of {known}")
+        ScriptedHumanConfig(**self.human)  # refuses a bad value (an unknown trigger) here, not in the actor
 
     @property
     def eval_points(self) -> list[int]:

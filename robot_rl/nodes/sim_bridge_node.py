@@ -1,7 +1,8 @@
 """sim_bridge_node: a simulated world behind the hardware topics.
 
 Publishes ``/camera/<cam>/color/image_raw`` + ``camera_info``, ``/joint_states``, ``/clock`` and
-(simulation only) ``/sim/object_poses``, ``/sim/success``, ``/sim/status``; executes
+(simulation only) ``/sim/object_poses``, ``/sim/success``, ``/sim/progress`` (the task's ground-truth
+progress, for the simulated human's stall trigger; never a reward), ``/sim/status``; executes
 ``/robot/command`` (std_msgs/Float64MultiArray of joint position targets, the ros2_control forward
 position controller's format); serves ``/sim/reset``. With ``return_and_explore`` it saves the world
 whenever ``/teleop/engaged`` rises and resets into saved states (:mod:`robot_rl.sim.failure_states`).
@@ -24,7 +25,7 @@ from rosgraph_msgs.msg import Clock
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float32, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from robot_rl.ros import qos
@@ -103,6 +104,7 @@ class SimBridgeNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", qos.SENSOR_PUB)
         self.poses_pub = self.create_publisher(PoseArray, "/sim/object_poses", qos.SENSOR_PUB)
         self.success_pub = self.create_publisher(Bool, "/sim/success", qos.COMMAND)
+        self.progress_pub = self.create_publisher(Float32, "/sim/progress", qos.SENSOR_PUB)
         self.status_pub = self.create_publisher(DiagnosticArray, "/sim/status", qos.STATUS)
         self.instruction_pub = self.create_publisher(String, "/instruction", qos.LATCHED)
         self.create_subscription(Float64MultiArray, "/robot/command", self.on_command, qos.COMMAND)
@@ -274,6 +276,7 @@ class SimBridgeNode(Node):
             q, dq = self.world.joint_positions(), self.world.joint_velocities()
             objects = self.world.object_poses()
             success = self.world.success()
+            progress = self.world.task_progress()
             sim_t = self.world.time
         # The stamp is the moment the frames exist (a camera driver's capture time); everything after
         # it counts as pipeline latency. Joints and images go out first, metadata after them.
@@ -289,6 +292,8 @@ class SimBridgeNode(Node):
             self.poses_pub.publish(poses_msg(objects, stamp, OBJECT_ORDER))
         if success is not None:
             self.success_pub.publish(Bool(data=bool(success)))
+        if progress is not None:
+            self.progress_pub.publish(Float32(data=float(progress)))
         self.step_ms.add((t1 - t0) * 1e3)
         self.render_ms.add((t2 - t1) * 1e3)
 

@@ -5,7 +5,7 @@ while engaged: absolute joint targets in the order of the robot limits file), ``
 (std_msgs/String ``success`` | ``failure`` | ``reset``: the operator's marks) and ``/teleop/status``.
 Reads ``/joint_states``, ``/safety/command`` (where a take-over starts from), ``/policy/trajectory``
 (the policy's proposal, for the simulated human), ``/instruction``, and ``/joy`` (device ``joy``) or
-``/sim/object_poses`` (device ``scripted``).
+``/sim/object_poses`` and ``/sim/progress`` (device ``scripted``).
 
 ``device`` picks one of :func:`robot_rl.teleop.device_types`; its options are the parameters
 ``<device>.<option>`` (e.g. ``joy.engage_button``), defaults from the device's config dataclass. All
@@ -22,7 +22,7 @@ from geometry_msgs.msg import PoseArray
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool, Float32, String
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.paths import data_path
@@ -77,6 +77,7 @@ class TeleopNode(Node):
             self.create_subscription(Joy, "/joy", self.on_joy, qos.SENSOR_SUB)
         if kind == "scripted":
             self.create_subscription(PoseArray, "/sim/object_poses", self.on_objects, qos.SENSOR_SUB)
+            self.create_subscription(Float32, "/sim/progress", self.on_progress, qos.SENSOR_SUB)
         self.create_timer(1.0 / float(p["control_rate_hz"]), self.tick)
         self.create_timer(1.0, self.publish_status)
         hint = getattr(self.device, "help", None)
@@ -115,6 +116,9 @@ class TeleopNode(Node):
             self.teleop_context.objects = msg_to_poses(msg, OBJECT_ORDER, "/sim/object_poses")
         except ValueError as exc:
             self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
+
+    def on_progress(self, msg: Float32) -> None:
+        self.teleop_context.progress = float(msg.data)
 
     def on_joy(self, msg: Joy) -> None:
         self.device.feed(msg.axes, msg.buttons, now_sec(self))

@@ -83,6 +83,11 @@ class World(ABC):
         """Privileged object poses (simulation only; used by the scripted oracle)."""
         return {}
 
+    def task_progress(self) -> float | None:
+        """Ground-truth progress of the current task in [0, 1], or None when the world cannot tell
+        (simulation only: labels, evaluation and the simulated human's stall trigger, never a reward)."""
+        return None
+
     @property
     def task_name(self) -> str | None:
         return None

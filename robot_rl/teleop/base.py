@@ -50,6 +50,7 @@ class TeleopContext:
     policy_target: np.ndarray | None = None  # the policy's proposal for now (its latest chunk)
     instruction: str = ""
     objects: dict | None = None  # simulation only: privileged object poses
+    progress: float | None = None  # simulation only: the task's ground-truth progress in [0, 1]
     new_episode: bool = False  # the instruction changed since the last read
 
 

@@ -1,11 +1,20 @@
-"""The simulated human of the sim training loop: the scripted oracle takes over when the policy drifts.
+"""The simulated human of the sim training loop: the scripted oracle takes over when the policy goes wrong.
 
-Each read compares the policy's proposal for now with what the oracle (privileged object poses,
-simulation only) would command. When the largest arm-joint difference stays above ``threshold`` rad
-for ``patience`` reads, the human intervenes with probability ``probability``: for ``takeover_s``
-seconds the oracle commands (absolute joint targets), then control goes back to the policy, which
-is left alone for ``cooldown_s``. A drift the human lets pass re-arms after ``patience`` more reads.
-Seeded, so a run is repeatable. Like a real operator it never marks success (the sim's ground truth
+What counts as going wrong is the ``trigger``:
+
+- ``drift`` (default): each read compares the policy's proposal for now with what the oracle
+  (privileged object poses, simulation only) would command; the largest arm-joint difference staying
+  above ``threshold`` rad for ``patience`` reads is a drift. Exploration noise alone causes such drifts
+  on tasks the policy does well, so this human also corrects successes in the making.
+- ``stall``: the human watches the task, as an operator does: when its ground-truth progress
+  (``TeleopContext.progress``, simulation only) has not risen by ``stall_gain`` for ``stall_s``
+  seconds of policy control, the policy is stuck or going backwards. Corrections then land on the
+  tasks the policy fails, not on the noise of the ones it solves.
+
+Either way the human intervenes with probability ``probability``: for ``takeover_s`` seconds the
+oracle commands (absolute joint targets), then control goes back to the policy, which is left alone
+for ``cooldown_s``. A drift or stall the human lets pass re-arms (after ``patience`` more reads, or
+``stall_s`` more seconds). Seeded, so a run is repeatable. Like a real operator it never marks success (the sim's ground truth
 only ever reaches evaluation), though it may ask for a reset after ``reset_after`` interventions in
 one episode (0: never).
 """
@@ -19,10 +28,16 @@ import numpy as np
 from robot_rl.teleop.base import TeleopContext, TeleopDevice, TeleopReading
 
 
+TRIGGERS = ("drift", "stall")
+
+
 @dataclass
 class ScriptedHumanConfig:
-    threshold: float = 0.2  # rad: arm-joint disagreement that counts as drifting
-    patience: int = 3  # consecutive drifting reads before the human reacts
+    trigger: str = "drift"  # drift | stall (see the module docstring)
+    threshold: float = 0.2  # rad: arm-joint disagreement that counts as drifting (trigger drift)
+    patience: int = 3  # consecutive drifting reads before the human reacts (trigger drift)
+    stall_s: float = 2.0  # seconds of policy control without stall_gain of progress (trigger stall)
+    stall_gain: float = 0.05  # task progress (0..1) that counts as getting somewhere (trigger stall)
     probability: float = 1.0  # chance of stepping in when a drift is noticed
     takeover_s: float = 1.5
     cooldown_s: float = 1.0
@@ -30,6 +45,10 @@ class ScriptedHumanConfig:
     seed: int = 0
     control_rate_hz: float = 10.0  # the teleop node fills in its own
     scene: str = ""  # MJCF of the world (default: the tabletop shipped in sim/)
+
+    def __post_init__(self) -> None:
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"scripted human: trigger {self.trigger!r}: expected one of {list(TRIGGERS)}")
 
 
 class ScriptedHuman(TeleopDevice):
@@ -55,6 +74,7 @@ class ScriptedHuman(TeleopDevice):
         self.interventions = 0  # this episode
         self.total_interventions = 0
         self.last_drift = 0.0
+        self.best_progress, self.best_at = -np.inf, -np.inf  # trigger stall: the last real gain, and when
 
     def oracle_target(self, context: TeleopContext) -> np.ndarray | None:
         if context.measured is None or not context.objects or not context.instruction:
@@ -70,6 +90,7 @@ class ScriptedHuman(TeleopDevice):
         c, now = self.config, context.now
         if context.new_episode:
             self.until, self.quiet_until, self.drifting, self.interventions = -np.inf, -np.inf, 0, 0
+            self.best_progress, self.best_at = -np.inf, -np.inf
         target = self.oracle_target(context)
         if target is None:
             self.until = -np.inf
@@ -78,12 +99,10 @@ class ScriptedHuman(TeleopDevice):
             return TeleopReading(engaged=True, positions=target)
         if self.until > -np.inf:  # a take-over just ended
             self.until, self.quiet_until, self.drifting = -np.inf, now + c.cooldown_s, 0
+            self.best_progress, self.best_at = -np.inf, -np.inf  # the policy's own progress counts from here
         events = []
         if context.policy_target is not None and now >= self.quiet_until:
-            self.last_drift = float(np.max(np.abs(np.asarray(context.policy_target) - target)[self.arm]))
-            self.drifting = self.drifting + 1 if self.last_drift > c.threshold else 0
-            if self.drifting >= c.patience:
-                self.drifting = 0
+            if self._gone_wrong(context, target, now):
                 if self.rng.random() < c.probability:
                     self.until = now + c.takeover_s
                     self.interventions += 1
@@ -92,3 +111,27 @@ class ScriptedHuman(TeleopDevice):
                         events.append("reset")
                     return TeleopReading(engaged=True, positions=target, events=events)
         return TeleopReading(engaged=False, events=events)
+
+    def _gone_wrong(self, context: TeleopContext, target: np.ndarray, now: float) -> bool:
+        """This read's trigger fired (its state re-arms, whether or not the human then steps in)."""
+        c = self.config
+        self.last_drift = float(np.max(np.abs(np.asarray(context.policy_target) - target)[self.arm]))
+        if c.trigger == "drift":
+            self.drifting = self.drifting + 1 if self.last_drift > c.threshold else 0
+            if self.drifting >= c.patience:
+                self.drifting = 0
+                return True
+            return False
+        if context.progress is None:
+            raise ValueError("scripted human: trigger 'stall' needs the task's ground-truth progress "
+                             "(TeleopContext.progress: /sim/progress in the ROS graph), and none came")
+        progress = float(context.progress)
+        if progress >= 1.0:
+            return False  # done: nothing to correct
+        if progress >= self.best_progress + c.stall_gain or self.best_at == -np.inf:
+            self.best_progress, self.best_at = max(progress, self.best_progress), now
+            return False
+        if now - self.best_at >= c.stall_s:
+            self.best_progress, self.best_at = progress, now
+            return True
+        return False

@@ -70,6 +70,10 @@ def test_bad_benchmark_settings_name_what_is_wrong():
         LearningBenchConfig(eval_every=7)
     with pytest.raises(ValueError, match="unknown task"):
         LearningBenchConfig(tasks=["stack_cubes"])
+    with pytest.raises(ValueError, match=r"simulated human settings \['patients'\]: expected some of \['trigger'"):
+        LearningBenchConfig(human={"patients": 3})
+    with pytest.raises(ValueError, match="trigger 'stalled'"):
+        LearningBenchConfig(human={"trigger": "stalled"})
 
 
 def test_demonstrations_are_cached_per_count_tasks_and_policy():

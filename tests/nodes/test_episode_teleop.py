@@ -7,7 +7,7 @@ import numpy as np
 import rclpy
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, Float32, String
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.data.episodes import list_episodes, read_episode
@@ -17,7 +17,9 @@ from robot_rl.nodes.policy_node import PolicyNode
 from robot_rl.nodes.safety_node import SafetyNode
 from robot_rl.nodes.sim_bridge_node import SimBridgeNode
 from robot_rl.nodes.teleop_node import TeleopNode
+from robot_rl.policy.base import ActionChunk
 from robot_rl.ros import qos
+from robot_rl.ros.conversions import chunk_to_msg
 from tests.nodes.test_nodes import ros, wait  # noqa: F401 - the fixture
 
 
@@ -131,3 +133,38 @@ def test_gamepad_through_joy_engages_jogs_and_marks_events_and_episodes_follow_s
     wait(lambda: len(list_episodes(spool)) == 2, 10, "the marked episode in the spool")
     marked = [read_episode(p) for p in list_episodes(spool)][-1]
     assert marked.meta.extra["outcome"] == "success"
+
+
+def test_the_human_on_stall_reads_sim_progress_and_finishes_what_a_stuck_policy_cannot(ros):  # noqa: F811
+    ros(SimBridgeNode(parameter_overrides=[Parameter("cameras", value=["front"]), Parameter("image_width", value=32),
+                                           Parameter("image_height", value=24), Parameter("task", value="reach_cube")]))
+    ros(SafetyNode(parameter_overrides=[Parameter("handover_s", value=0.0)]))
+    teleop = ros(TeleopNode(parameter_overrides=[
+        Parameter("device", value="scripted"), Parameter("scripted.trigger", value="stall"),
+        Parameter("scripted.stall_s", value=1.0), Parameter("scripted.takeover_s", value=4.0)]))
+    policy = ros(rclpy.create_node("stuck_policy"))
+    chunks = policy.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
+    joints, progress, success, seen_before_takeover = [], [], [], []
+
+    def on_engaged(msg):
+        if msg.data and not seen_before_takeover:
+            seen_before_takeover.append(list(progress))
+
+    policy.create_subscription(JointState, "/joint_states", joints.append, qos.SENSOR_SUB)
+    policy.create_subscription(Float32, "/sim/progress", lambda m: progress.append(m.data), qos.SENSOR_SUB)
+    policy.create_subscription(Bool, "/teleop/engaged", on_engaged, qos.COMMAND)
+    policy.create_subscription(Bool, "/sim/success", lambda m: success.append(m.data), qos.COMMAND)
+
+    def stuck():  # a policy that keeps commanding where the arm was when it first saw it
+        if joints:
+            now = policy.get_clock().now().nanoseconds * 1e-9
+            chunks.publish(chunk_to_msg(ActionChunk(now, 0.1, list(joints[0].name), np.array([joints[0].position] * 4))))
+
+    policy.create_timer(0.1, stuck)
+    wait(lambda: len(progress) >= 5, 20, "/sim/progress")
+    wait(lambda: seen_before_takeover, 20, "the human taking over a stuck policy")
+    before = seen_before_takeover[0]
+    assert len(before) >= 5 and max(before) < 0.1  # stuck for a while: no progress before the take-over
+    wait(lambda: any(success), 20, "the human finishing the reach")
+    assert 0.0 <= min(progress) and max(progress) == 1.0
+    assert teleop.device.total_interventions >= 1 and teleop.device.config.trigger == "stall"

@@ -174,3 +174,59 @@ def test_scripted_human_takes_over_when_the_policy_drifts_and_hands_back():
         assert human.total_interventions == 2
     finally:
         world.close()
+
+
+def test_scripted_human_on_stall_lets_progress_through_and_takes_over_when_it_stops():
+    from robot_rl.sim.tabletop import TabletopWorld
+    from robot_rl.sim.tasks import TASKS
+    from robot_rl.sim.world import WorldConfig
+
+    world = TabletopWorld(WorldConfig(cameras=[], image_width=32, image_height=24))
+    try:
+        world.reset(0, "reach_cube")
+        human = make_device("scripted", NAMES, {"trigger": "stall", "stall_s": 1.0, "stall_gain": 0.05,
+                                                "takeover_s": 1.0, "cooldown_s": 0.5})
+        ctx = TeleopContext(joint_names=list(world.joint_names), instruction=TASKS["reach_cube"].instruction,
+                            new_episode=True)
+        engaged, progress, drift = [], [], []
+        for i in range(30):
+            ctx.now = 0.1 * i
+            ctx.measured, ctx.objects, ctx.progress = world.joint_positions(), world.object_poses(), world.task_progress()
+            # 0.4 s along the oracle's path with the wrist rolled 0.3 rad off it (a drift, not a failure),
+            # then the policy holds still: stuck
+            rolled = human.oracle_target(ctx) + np.array([0, 0, 0, 0, 0.3, 0])
+            ctx.policy_target = rolled if i < 4 else world.joint_positions()
+            r = human.read(ctx)
+            ctx.new_episode = False
+            engaged.append(r.engaged)
+            progress.append(ctx.progress)
+            drift.append(human.last_drift)
+            world.step(r.positions if r.engaged else ctx.policy_target)
+        engaged = np.array(engaged)
+        assert max(drift[:4]) > 0.2  # what the drift trigger (threshold 0.2) would have corrected
+        assert progress[4] - progress[3] >= 0.05 and progress[13] - progress[4] < 0.05  # the last gain: at 0.4 s
+        assert not engaged[:14].any()  # progress, then 1 s of stall_s
+        assert engaged[14:24].all()  # 1.4 s: stuck for stall_s, takes over for takeover_s
+        assert world.success() and not engaged[24:].any()  # the oracle finished the reach; nothing left to correct
+        assert human.total_interventions == 1
+    finally:
+        world.close()
+
+
+def test_scripted_human_on_stall_without_progress_and_unknown_triggers_are_refused():
+    with pytest.raises(ValueError, match=r"trigger 'stuck': expected one of \['drift', 'stall'\]"):
+        make_device("scripted", NAMES, {"trigger": "stuck"})
+    human = make_device("scripted", NAMES, {"trigger": "stall"})
+    from robot_rl.sim.tasks import TASKS
+    from robot_rl.sim.tabletop import TabletopWorld
+    from robot_rl.sim.world import WorldConfig
+
+    world = TabletopWorld(WorldConfig(cameras=[], image_width=32, image_height=24))
+    try:
+        world.reset(0, "reach_cube")
+        ctx = TeleopContext(0.0, list(world.joint_names), world.joint_positions(), None, world.joint_positions(),
+                            TASKS["reach_cube"].instruction, world.object_poses(), None, new_episode=True)
+        with pytest.raises(ValueError, match=r"trigger 'stall' needs the task's ground-truth progress.*/sim/progress"):
+            human.read(ctx)
+    finally:
+        world.close()

@@ -18,12 +18,16 @@ def _launch(args) -> int:
         print(f"robot-rl launch: {exc}", file=sys.stderr)
         return 2
     runner = LaunchRunner(nodes)
+    runner.catch_stop_signals()
     try:
         runner.start()
     except LaunchError as exc:
         print(f"robot-rl launch: {exc}", file=sys.stderr)
         runner.stop()
         return 2
+    except KeyboardInterrupt:  # stopped while the nodes were starting
+        runner.stop()
+        return 130
     return runner.wait()
 
 

@@ -25,8 +25,9 @@ Supported subset of the YAML launch format (what robot_rl's launch files use)::
 Substitutions: ``$(var NAME)``, ``$(env NAME [default])``, ``$(find-pkg-share PKG)``, nested
 innermost first (``$(env X $(find-pkg-share robot_rl)/f.xml)``).
 Each node is its own process (found on PATH, or ``python -m robot_rl.nodes.<exec>``), its output is
-prefixed with ``[name]``; Ctrl-C, a dying ``on_exit: shutdown`` node or a node that fails stops all
-of them (SIGINT, then SIGTERM, then SIGKILL), and the runner exits non-zero when any node failed.
+prefixed with ``[name]``; Ctrl-C (SIGINT), SIGTERM (``systemctl stop``, ``docker stop``), a dying
+``on_exit: shutdown`` node or a node that fails stops all of them (SIGINT, then SIGTERM, then
+SIGKILL), and the runner exits non-zero when any node failed.
 """
 
 from __future__ import annotations
@@ -318,8 +319,23 @@ class LaunchRunner:
         for thread in self._threads:
             thread.join(timeout=1.0)
 
+    @staticmethod
+    def catch_stop_signals() -> None:
+        """Make SIGINT and SIGTERM stop the launch (``wait`` then stops every node), whatever this
+        process inherited: started from a non-interactive shell's background job (``cmd &``, CI
+        scripts, nohup) SIGINT arrives *ignored*, and Python then ignores Ctrl-C too; and SIGTERM's
+        default kills the launcher alone, leaving its nodes (each in its own session) running and
+        holding the robot. Call from the main thread, before :meth:`start`: the nodes then start
+        with the default dispositions (a caught signal is reset at exec), not inherited ignores."""
+        def stop(signum, frame):
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+
     def wait(self) -> int:
-        """Block until Ctrl-C or a node brings the launch down; returns the exit code."""
+        """Block until Ctrl-C (or, after :meth:`catch_stop_signals`, SIGTERM) or a node brings the launch
+        down; returns the exit code."""
         try:
             while True:
                 ended = self.poll()
@@ -329,8 +345,8 @@ class LaunchRunner:
                 if not self.alive():
                     break
                 time.sleep(0.1)
-        except KeyboardInterrupt:
-            self._say("Ctrl-C: stopping all nodes")
+        except KeyboardInterrupt as exc:
+            self._say(f"{exc.args[0] if exc.args else 'Ctrl-C'}: stopping all nodes")
         self.stop()
         return 1 if self.failed else 0
 

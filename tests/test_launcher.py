@@ -174,3 +174,46 @@ def test_a_launch_prefix_runs_a_node_through_another_interpreter(tmp_path, capfd
     robot = parse_launch(data_path("launch", "robot_launch.yaml"), {"driver_prefix": ".venv-lerobot/bin/python"})
     assert [n.prefix for n in robot if n.name == "robot_driver"] == [[".venv-lerobot/bin/python"]]
     assert all(n.prefix == [] for n in robot if n.name != "robot_driver")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_launch_stops_its_nodes_on_sigint_or_sigterm_even_when_started_with_sigint_ignored(tmp_path, sig):
+    """A background job of a non-interactive shell (CI, nohup, ``cmd &``) inherits SIGINT ignored;
+    ``systemctl stop`` and ``docker stop`` send SIGTERM. Either way every node must be stopped."""
+    import signal
+
+    pid_file = tmp_path / "node.pid"
+    _script(tmp_path, "long_node", f"""
+        import os, signal, sys, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        print("node up, SIGINT " + ("ignored" if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else "handled"), flush=True)
+        try:
+            time.sleep(120)
+        except KeyboardInterrupt:
+            print("node stopping on SIGINT", flush=True)
+    """)
+    launch = tmp_path / "l.yaml"
+    launch.write_text("launch:\n- node: {pkg: demo, exec: long_node, name: n}\n")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    process = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "launch", str(launch)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and process.poll() is None, "the node did not start"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(getattr(signal, sig))
+    try:
+        out, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        pytest.fail(f"robot-rl launch ignored {sig}:\n{out}")
+    node_pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # the node is gone too, not orphaned
+        os.kill(node_pid, 0)
+    assert process.returncode == 0, out
+    assert "[n] node up, SIGINT handled" in out  # the node started with the default, not the inherited ignore
+    assert f"[launch] {sig}: stopping all nodes" in out and "[n] node stopping on SIGINT" in out, out

@@ -61,6 +61,17 @@ def _bench(args) -> int:
     return 0
 
 
+def _key_values(items: list[str] | None, flag: str, example: str) -> list[tuple[str, object]]:
+    """``KEY=VALUE`` options as (key, YAML-typed value) pairs; a malformed one exits naming the flag."""
+    pairs = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} {item!r}: expected KEY=VALUE (e.g. {example})")
+        pairs.append((key, yaml_value(value)))
+    return pairs
+
+
 def _bench_learning(args) -> int:
     from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, quick_config
 
@@ -70,23 +81,15 @@ def _bench_learning(args) -> int:
         "policy": args.policy, "critic": args.critic, "out_dir": args.out_dir, "execute_steps": args.execute_steps,
         "episodes_per_update": args.episodes_per_update, "demos_per_task": args.demos_per_task}.items() if v is not None}
     learner: dict = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE (e.g. ppo.lr=1e-4)")
+    for key, value in _key_values(args.set, "--set", "ppo.lr=1e-4"):
         *path, leaf = key.split(".")
         node = learner
         for part in path:
             node = node.setdefault(part, {})
-        node[leaf] = yaml_value(value)
+        node[leaf] = value
     if learner:
         given["learner"] = learner
-    human = {}
-    for item in args.human or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--human {item!r}: expected KEY=VALUE (e.g. trigger=stall)")
-        human[key] = yaml_value(value)
+    human = dict(_key_values(args.human, "--human", "trigger=stall"))
     if human:
         given["human"] = human
     config = quick_config(**given) if args.quick else LearningBenchConfig(**given)

@@ -14,9 +14,9 @@ What counts as going wrong is the ``trigger``:
 Either way the human intervenes with probability ``probability``: for ``takeover_s`` seconds the
 oracle commands (absolute joint targets), then control goes back to the policy, which is left alone
 for ``cooldown_s``. A drift or stall the human lets pass re-arms (after ``patience`` more reads, or
-``stall_s`` more seconds). Seeded, so a run is repeatable. Like a real operator it never marks success (the sim's ground truth
-only ever reaches evaluation), though it may ask for a reset after ``reset_after`` interventions in
-one episode (0: never).
+``stall_s`` more seconds). Seeded, so a run is repeatable. Like a real operator it never marks
+success (the sim's ground truth only ever reaches evaluation), though it may ask for a reset after
+``reset_after`` interventions in one episode (0: never).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def _bench_learning(args) -> int:
     if human:
         given["human"] = human
     config = quick_config(**given) if args.quick else LearningBenchConfig(**given)
-    bench_learning(config, args.json, args.plot, quick=args.quick)
+    bench_learning(config, args.json, args.plot, quick=args.quick, resume=args.resume)
     return 0
 
 
@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", required=True)
     b.add_argument("--plot", help="PNG: mean success vs episodes, band across seeds")
     b.add_argument("--quick", action="store_true", help="the whole pipeline in a few minutes; claims nothing")
+    b.add_argument("--resume", action="store_true",
+                   help="keep the runs the report at --json already holds for these settings and measure only the "
+                        "missing arms and seeds (a stopped benchmark goes on; --seeds 1 grows to --seeds 3)")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("transport", help="learner link: episode ingest steps/s + ack latency, weight broadcast "
                                           "latency to 1/4/8 robots (default policy, 100 MB model), vs plain baselines")

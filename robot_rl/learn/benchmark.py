@@ -513,21 +513,66 @@ def plot(summary: dict, path: str, title: str) -> None:
     plt.close(fig)
 
 
+# Settings a resumed benchmark may change: which runs it holds, not how each run is made.
+RESUME_MAY_CHANGE = ("arms", "seeds", "out_dir")
+
+
+def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = False) -> tuple[dict, float]:
+    """The runs an earlier report at ``json_path`` already holds for this configuration, keyed by
+    (arm, seed), and that report's wall time; ``({}, 0.0)`` when there is no report yet.
+
+    A report measured with other settings (anything but the arms, the number of seeds and the run
+    directory), from another starting policy or critic, or in the other mode (``--quick``) is refused
+    with the fields that differ: mixing it in would average runs of two different experiments."""
+    path = Path(json_path)
+    if not path.is_file():
+        return {}, 0.0
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume: {path} is not a readable benchmark report ({exc})") from exc
+    if not isinstance(earlier, dict) or earlier.get("benchmark") != "learning" or not isinstance(earlier.get("runs"), list):
+        raise ValueError(f"--resume: {path} is not a 'robot-rl bench learning' report (no 'benchmark': 'learning' and 'runs')")
+    mine = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the report stores them
+    theirs = earlier.get("config", {})
+    differ = [f"{k} {theirs.get(k)!r} (now {mine[k]!r})" for k in mine
+              if k not in RESUME_MAY_CHANGE and theirs.get(k) != mine[k]]
+    if bool(earlier.get("quick")) != quick:
+        differ.append(f"quick {bool(earlier.get('quick'))} (now {quick})")
+    policy_then, policy_now = earlier.get("policy") or {}, _policy_summary(config)
+    # (reports written before model_version was part of the summary are compared on what they hold)
+    if any(policy_then.get(k) != v for k, v in policy_now.items() if k in policy_then or k != "model_version"):
+        differ.append(f"starting policy {policy_then!r} (now {policy_now!r})")
+    if differ:
+        raise ValueError(f"--resume: {path} was measured with other settings: {'; '.join(differ)}. "
+                         "Write the new runs to another --json, or run without --resume to start over.")
+    runs = {(r["arm"], r["seed"]): r for r in earlier["runs"]
+            if r.get("arm") in config.arms and isinstance(r.get("seed"), int) and r["seed"] < config.seeds}
+    return runs, float(earlier.get("wall_s_total") or 0.0)
+
+
 def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str | None = None, quick: bool = False,
-                   echo=print) -> dict:
+                   echo=print, resume: bool = False) -> dict:
+    """Every arm for every seed (the report is rewritten after each run). ``resume``: keep the runs
+    that the report already at ``json_path`` holds for the same settings (``measured_runs``) and
+    measure only the missing ones, so that a stopped benchmark goes on or one seed grows to three."""
+    earlier, earlier_s = measured_runs(config, json_path, quick) if resume else ({}, 0.0)
     echo(f"bench learning: arms {config.arms}, {config.episodes} episodes x {config.seeds} seeds, evaluated every "
          f"{config.eval_every} episodes on {config.eval_seeds} held-out layouts x {len(config.tasks)} tasks; "
-         f"policy {config.policy}, critic {config.critic}; runs in {config.out_dir}")
-    started = time.perf_counter()
+         f"policy {config.policy}, critic {config.critic}; runs in {config.out_dir}"
+         + (f"; {len(earlier)} run(s) kept from {json_path}" if earlier else ""))
+    started = time.perf_counter() - earlier_s
     runs = []
     report: dict = {}
     for seed in range(config.seeds):
         for arm in config.arms:
-            run = run_arm(config, arm, seed, echo)
+            kept = earlier.get((arm, seed))
+            run = kept or run_arm(config, arm, seed, echo)
             runs.append(run)
             curve = " ".join(f"{e['episodes']}:{e['mean']:.2f}" for e in run["evaluations"])
             echo(f"{arm:>13} seed {seed}: success {curve}  (training interventions "
-                 f"{run['training']['intervention_rate'] or 0:.0%}, {run['wall_s']:.0f} s)")
+                 f"{run['training']['intervention_rate'] or 0:.0%}, {run['wall_s']:.0f} s"
+                 + (", kept from the earlier report)" if kept else ")"))
             report = _report(config, runs, started, quick)
             _write(json_path, report)  # after every run: a long benchmark stopped early keeps what it measured
     if plot_path:
@@ -541,9 +586,6 @@ def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str |
 
 
 def _report(config: LearningBenchConfig, runs: list[dict], started: float, quick: bool) -> dict:
-    from robot_rl.inference.backends import read_metadata
-
-    m = read_metadata(config.policy)
     summary = summarise_runs(config, runs)
     per_seed_wall = {}
     for r in runs:
@@ -552,14 +594,22 @@ def _report(config: LearningBenchConfig, runs: list[dict], started: float, quick
         "benchmark": "learning", "quick": quick,
         "claim": "none: --quick only shows that the pipeline runs" if quick else "measured",
         "config": asdict(config),
-        "policy": {"path": config.policy, "cameras": m["cameras"], "image": [m["image_height"], m["image_width"]],
-                   "chunk_length": m.get("chunk_length"), "parameters": m.get("parameters")},
+        "policy": _policy_summary(config),
         "summary": summary, "goals": goals(summary),
         "wall_s_per_seed_all_arms": per_seed_wall, "wall_s_total": round(time.perf_counter() - started, 1),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
                     "cpus": multiprocessing.cpu_count()},
         "runs": runs,
     }
+
+
+def _policy_summary(config: LearningBenchConfig) -> dict:
+    from robot_rl.inference.backends import read_metadata
+
+    m = read_metadata(config.policy)
+    return {"path": config.policy, "cameras": m["cameras"], "image": [m["image_height"], m["image_width"]],
+            "chunk_length": m.get("chunk_length"), "parameters": m.get("parameters"),
+            "model_version": m.get("model_version")}
 
 
 def _write(path: str, report: dict) -> None:

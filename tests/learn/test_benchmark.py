@@ -1,6 +1,7 @@
 """``robot-rl bench learning`` end to end in its quick form, and the arithmetic of its report."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -101,3 +102,69 @@ def test_an_evaluator_whose_benchmark_was_killed_stops_waiting(tmp_path, tiny_ex
         worker.join(timeout=5.0)
         assert worker.is_alive() is not returns, parent
     (tmp_path / "learner_failed").touch()  # lets the first, still waiting thread end
+
+
+def test_resume_keeps_the_measured_runs_and_measures_only_the_missing_ones(tmp_path, tiny_export, monkeypatch):
+    import robot_rl.learn.benchmark as benchmark
+
+    measured = []
+
+    def fake_run(config, arm, seed, echo):  # the loop itself is test_quick_benchmark's; here: which runs
+        measured.append((arm, seed))
+        curve = [0.5, 0.5 + 0.1 * seed + (0.05 if arm == "progress" else 0.0)]
+        return {"arm": arm, "seed": seed, "wall_s": 10.0 + len(measured), "train_s": 1.0,
+                "evaluations": [{"episodes": n, "version": i, "mean": m, "per_task": {"reach_cube": m}}
+                                for i, (n, m) in enumerate(zip([0, 5], curve))],
+                "training": {"intervention_rate": 0.0}, "learner": {}}
+
+    monkeypatch.setattr(benchmark, "run_arm", fake_run)
+    settings = dict(policy=str(tiny_export), out_dir=str(tmp_path / "runs"), tasks=["reach_cube"], episodes=5,
+                    eval_every=5, episodes_per_update=5)
+    out = str(tmp_path / "learning.json")
+    first = bench_learning(LearningBenchConfig(arms=["sparse"], seeds=1, **settings), out, echo=lambda *_: None)
+    assert measured == [("sparse", 0)]
+    lines = []
+    grown = bench_learning(LearningBenchConfig(arms=["sparse", "progress"], seeds=2, **settings), out,
+                           echo=lines.append, resume=True)
+    assert measured == [("sparse", 0), ("progress", 0), ("sparse", 1), ("progress", 1)]
+    assert grown["runs"][0] == first["runs"][0]  # kept as it was measured, wall time included
+    assert [(r["arm"], r["seed"]) for r in grown["runs"]] == [("sparse", 0), ("progress", 0), ("sparse", 1), ("progress", 1)]
+    assert grown["summary"]["sparse"]["final"] == 0.55 and grown["summary"]["progress"]["final"] == 0.6
+    assert json.loads(open(out).read())["runs"] == grown["runs"]
+    assert any("1 run(s) kept" in line for line in lines) and any("kept from the earlier report" in line for line in lines)
+    # everything measured: a resume measures nothing; without --resume every run is measured again
+    bench_learning(LearningBenchConfig(arms=["sparse", "progress"], seeds=2, **settings), out, echo=lambda *_: None,
+                   resume=True)
+    assert len(measured) == 4
+    bench_learning(LearningBenchConfig(arms=["sparse"], seeds=1, **settings), str(tmp_path / "other.json"),
+                   echo=lambda *_: None, resume=True)  # no report there yet: a plain run
+    assert measured[-1] == ("sparse", 0) and len(measured) == 5
+
+
+def test_resume_refuses_a_report_of_another_experiment(tmp_path, tiny_export, monkeypatch):
+    import robot_rl.learn.benchmark as benchmark
+
+    settings = dict(policy=str(tiny_export), out_dir=str(tmp_path / "runs"), tasks=["reach_cube"], episodes=5,
+                    eval_every=5, episodes_per_update=5, seeds=1)
+    out = tmp_path / "learning.json"
+    report = {"benchmark": "learning", "quick": False, "runs": [],
+              "config": json.loads(json.dumps(asdict(LearningBenchConfig(**settings)))),
+              "policy": benchmark._policy_summary(LearningBenchConfig(**settings))}
+    out.write_text(json.dumps(report))
+    monkeypatch.setattr(benchmark, "run_arm", lambda *a: pytest.fail("nothing may run on a refused resume"))
+    with pytest.raises(ValueError, match=r"learning.json was measured with other settings: episodes 5 \(now 10\)"):
+        bench_learning(LearningBenchConfig(**{**settings, "episodes": 10}), str(out), resume=True, echo=lambda *_: None)
+    with pytest.raises(ValueError, match=r"human \{\} \(now \{'trigger': 'stall'\}\)"):
+        bench_learning(LearningBenchConfig(**settings, human={"trigger": "stall"}), str(out), resume=True,
+                       echo=lambda *_: None)
+    with pytest.raises(ValueError, match="quick False .now True."):
+        bench_learning(LearningBenchConfig(**settings), str(out), quick=True, resume=True, echo=lambda *_: None)
+    out.write_text(json.dumps({**report, "policy": {**report["policy"], "parameters": 1}}))
+    with pytest.raises(ValueError, match="starting policy"):
+        bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+    out.write_text("{not json")
+    with pytest.raises(ValueError, match="learning.json is not a readable benchmark report"):
+        bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+    out.write_text(json.dumps({"benchmark": "loop"}))
+    with pytest.raises(ValueError, match="not a 'robot-rl bench learning' report"):
+        bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)

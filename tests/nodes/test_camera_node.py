@@ -36,8 +36,13 @@ def test_realsense_camera_node_publishes_and_recovers_from_unplug(ros, tmp_path)
     feeder = Feeder(device, lambda k: (np.full((H, W, 3), k % 250, np.uint8), np.full((H, W), 800, np.uint16)))
     feeder.start()
     listener = ros(rclpy.create_node("camera_listener"))
-    images, infos, depths, diagnostics = [], [], [], []
-    listener.create_subscription(Image, "/camera/wrist/color/image_raw", images.append, qos.SENSOR_SUB)
+    images, infos, depths, diagnostics, arrivals = [], [], [], [], []
+
+    def on_image(msg):
+        images.append(msg)
+        arrivals.append(time.time())
+
+    listener.create_subscription(Image, "/camera/wrist/color/image_raw", on_image, qos.SENSOR_SUB)
     listener.create_subscription(CameraInfo, "/camera/wrist/color/camera_info", infos.append, qos.SENSOR_SUB)
     listener.create_subscription(Image, "/camera/wrist/aligned_depth_to_color/image_raw", depths.append, qos.SENSOR_SUB)
     listener.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, qos.STATUS)
@@ -49,10 +54,13 @@ def test_realsense_camera_node_publishes_and_recovers_from_unplug(ros, tmp_path)
             Parameter("reconnect_after", value=1), Parameter("calibration_file", value=str(calibration)),
             Parameter("diagnostics_period_s", value=0.2)]))
         wait_until(lambda: len(images) >= 10 and depths and infos, timeout=15, what="colour, depth and camera_info")
-        image = images[-1]
+        image, arrived = images[-1], arrivals[-1]
         assert (image.width, image.height, image.encoding) == (W, H, "rgb8")
         assert image.header.frame_id == "wrist_color_optical_frame"
-        assert abs(to_sec(image.header.stamp) - time.time()) < 0.5
+        # stamped in system time at capture (not device uptime, not receipt): a little before it arrived.
+        # Measured against its own arrival, not against the clock when this line runs, which a loaded
+        # CI machine can delay (0.59 s seen).
+        assert -0.05 < arrived - to_sec(image.header.stamp) < 1.0
         assert msg_to_image(image).std() == 0  # a uniform pushed frame, byte for byte
         depth = depths[-1]
         assert depth.encoding == "16UC1" and np.frombuffer(depth.data, np.uint16)[H * W // 2] == 800

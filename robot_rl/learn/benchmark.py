@@ -540,8 +540,9 @@ def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = Fal
     if bool(earlier.get("quick")) != quick:
         differ.append(f"quick {bool(earlier.get('quick'))} (now {quick})")
     policy_then, policy_now = earlier.get("policy") or {}, _policy_summary(config)
-    # (reports written before model_version was part of the summary are compared on what they hold)
-    if any(policy_then.get(k) != v for k, v in policy_now.items() if k in policy_then or k != "model_version"):
+    if "model_version" not in policy_then:  # a report written before the summary named it
+        policy_now.pop("model_version")
+    if any(policy_then.get(k) != v for k, v in policy_now.items()):
         differ.append(f"starting policy {policy_then!r} (now {policy_now!r})")
     if differ:
         raise ValueError(f"--resume: {path} was measured with other settings: {'; '.join(differ)}. "

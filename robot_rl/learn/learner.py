@@ -18,6 +18,7 @@ Ground truth (``meta.success`` from the simulator) appears only in the reported 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -35,7 +36,7 @@ from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, r
 from robot_rl.learn.bc import read_checkpoint, save_checkpoint
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
 from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, demo_phase, episode_decisions,
-                                evaluate_rows, gae, ppo_update, step_arrays)
+                                evaluate_rows, explained_variance, fit_value, gae, ppo_update, step_arrays)
 from robot_rl.policy.text import InstructionEncoder
 from robot_rl.policy.vla import VLAConfig, VLAModel, config_from_dict
 from robot_rl.reward.shaping import ProgressTracker, RewardConfig, progress_rewards
@@ -187,6 +188,9 @@ class Learner:
         self.optimiser = torch.optim.Adam(trained, lr=config.ppo.lr)
         # the demonstration phase's own optimiser (ppo.py section 6): its step sizes are not PPO's
         self.demo_optimiser = torch.optim.Adam(trained, lr=config.ppo.demo_lr)
+        # the value fit's own optimiser, on the value head alone (ppo.py section 7)
+        self.value_optimiser = torch.optim.Adam(self.model.value_head.parameters(), lr=config.ppo.value_lr)
+        self.value_window: collections.deque = collections.deque(maxlen=max(1, config.ppo.value_window))
         self.versions = VersionStore(config.ppo.max_staleness + 1)
         self.version = 0
         self.updates = 0
@@ -254,6 +258,8 @@ class Learner:
         self.optimiser.load_state_dict(payload["optimiser"])
         if "demo_optimiser" in payload:
             self.demo_optimiser.load_state_dict(payload["demo_optimiser"])
+        if "value_optimiser" in payload:  # the value window itself is not kept: it refills in a few updates
+            self.value_optimiser.load_state_dict(payload["value_optimiser"])
         self.version, self.updates = int(payload["version"]), int(payload["updates"])
         self.versions = VersionStore.from_dict(payload["versions"])
         self.counters.update(payload.get("counters", {}))
@@ -268,7 +274,8 @@ class Learner:
         self.demos.save(self.run_dir / "demo_buffer.npz")
         save_checkpoint(self.checkpoint_path, {
             "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
-            "demo_optimiser": self.demo_optimiser.state_dict(), "version": self.version,
+            "demo_optimiser": self.demo_optimiser.state_dict(),
+            "value_optimiser": self.value_optimiser.state_dict(), "version": self.version,
             "updates": self.updates, "versions": self.versions.to_dict(), "counters": dict(self.counters),
             "model_config": self.model.config.to_dict(), "config": json.loads(json.dumps(asdict(self.config)))})
         for eid in self.used:  # these updates are safe now: their episodes leave the inbox
@@ -352,9 +359,14 @@ class Learner:
         stats = ppo_update(self.model, self.optimiser, d, old, adv, returns, self.config.ppo, self._embed,
                            demos if self.config.ppo.demo_coef > 0 else None, self.rng, parallel=self.parallel,
                            prox_log_prob=prox)
+        stats["value_explained_variance"] = explained_variance(values, returns)
         if demos is not None and len(demos) and self.config.ppo.demo_steps:
             stats["demo_phase_nll"] = demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo,
                                                  self._embed, self.rng, parallel=self.parallel)
+        if self.config.ppo.value_steps > 0:
+            self.value_window.append((d, returns))
+            stats.update(fit_value(self.model, self.value_optimiser, list(self.value_window), self.config.ppo,
+                                   self._embed, self.rng))
         self.updates += 1
         self.version += 1
         self.versions.add(self.version, self.model.state_dict())

@@ -68,6 +68,21 @@
    docs/learning-benchmark.md item 13). Demo images get the random-shift
    augmentation behaviour cloning trained with (``demo_shift_pad``), and the demo NLL (here and in
    section 5) holds the log-std fixed: demonstrations teach the mean, the exploration noise is RL's.
+
+7. Fitting the value
+   The advantages are only as good as the value they subtract. The starting policy's value head was
+   trained by behaviour cloning on the oracle's discounted success (``learn/bc.py``), which is not the
+   return of this policy under this reward; and inside the PPO loss it gets the one or two Adam steps
+   at ``lr`` that the KL limit leaves an update. Without a value that knows the task and the state, an
+   advantage mostly says which task and which part of an episode a decision came from (reach decisions
+   "good", push decisions "bad"), and the policy step follows that. With ``value_steps`` > 0, after
+   each update the value head alone is regressed onto the returns of the last ``value_window``
+   updates' decisions (computed when each was used), on the trunk's features held fixed: ``value_steps``
+   minibatch steps of its own Adam at ``value_lr``. The policy is untouched (the features are
+   detached, the action head and log-std get no gradient), so this costs no KL, and the features are
+   computed once per fit. The report's ``value_explained_variance`` (1 - Var(returns - values) /
+   Var(returns) on each update's batch, before it is used) says whether the value explains the
+   returns (1: all of them; 0: no better than their mean; below 0: worse).
 """
 
 from __future__ import annotations
@@ -111,6 +126,10 @@ class PPOConfig:
     max_behaviour_weight: float = 2.0  # truncation of pi_prox / pi_behaviour when decoupled
     train_image_encoders: bool = True  # false: the camera encoders stay as loaded; PPO and demos train the rest
     ratio_per_dimension: bool = False  # clip and KL-limit the per-dimension ratio of a chunk (section 5)
+    value_steps: int = 0  # value-head-only regression steps after each update, on the recent window (section 7)
+    value_lr: float = 1e-3  # their learning rate (the value head's own Adam)
+    value_window: int = 8  # updates whose decisions and returns the value is fitted on
+    value_minibatch_size: int = 64
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.demo_human_fraction <= 1.0:
@@ -327,6 +346,46 @@ def demo_phase(model: VLAModel, optimiser: torch.optim.Optimizer, demos, config:
         optimiser.step()
     model.eval()
     return float(np.mean(nlls)) if nlls else 0.0
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var(returns - values) / Var(returns) (section 7); 0 when the returns do not vary."""
+    var = float(np.var(returns))
+    return 1.0 - float(np.var(returns - values)) / var if var > 1e-12 else 0.0
+
+
+@torch.no_grad()
+def trunk_features(model: VLAModel, d: Decisions, embed, batch: int = 128) -> torch.Tensor:
+    """The trunk's features of every row of ``d`` (what the value head reads)."""
+    model.eval()
+    out = []
+    for start in range(0, len(d), batch):
+        images, joints, text, _, _ = tensors(d, np.arange(start, min(start + batch, len(d))), embed)
+        out.append(model.features(images, joints, text))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def fit_value(model: VLAModel, optimiser: torch.optim.Optimizer, window: list[tuple[Decisions, np.ndarray]],
+              config: PPOConfig, embed, rng: np.random.Generator) -> dict:
+    """``config.value_steps`` regression steps of the value head alone onto the returns of ``window``
+    ((decisions, returns) of recent updates) on fixed trunk features (section 7). Every data-parallel
+    rank holds the same window and draws the same rows, so each takes the same steps on its own.
+    Returns the value loss before and after."""
+    if not window or config.value_steps <= 0:
+        return {}
+    features = torch.cat([trunk_features(model, d, embed) for d, _ in window])
+    targets = torch.from_numpy(np.concatenate([r for _, r in window]).astype(np.float32))
+    head = model.value_head
+    with torch.no_grad():
+        before = F.mse_loss(head(features).squeeze(-1), targets).item()
+    for _ in range(config.value_steps):
+        rows = torch.from_numpy(rng.choice(len(targets), min(config.value_minibatch_size, len(targets)), replace=False))
+        optimiser.zero_grad(set_to_none=True)
+        F.mse_loss(head(features[rows]).squeeze(-1), targets[rows]).backward()
+        optimiser.step()
+    with torch.no_grad():
+        after = F.mse_loss(head(features).squeeze(-1), targets).item()
+    return {"value_fit_loss_before": before, "value_fit_loss_after": after, "value_fit_rows": float(len(targets))}
 
 
 def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, old_log_prob: np.ndarray,

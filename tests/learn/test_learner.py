@@ -200,6 +200,25 @@ def test_frozen_image_encoders_stay_as_loaded_while_the_rest_learns(tmp_path, ti
     learner.close()
 
 
+def test_the_value_fit_learns_the_returns_and_leaves_the_policy_alone(tmp_path, tiny_export, tiny_critic, learner_keys):
+    """ppo.py section 7: with the PPO step at lr 0, only the value head moves, its loss on the window's
+    returns falls, and the fit's optimiser is checkpointed with the rest."""
+    ppo = {"lr": 0.0, "value_steps": 60, "value_lr": 1e-2, "value_window": 2, "value_minibatch_size": 16}
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo), log_fn=lambda *_: None)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    row = learner.update(sim_episodes(tiny_export, 2))
+    assert -10.0 < row["value_explained_variance"] <= 1.0
+    assert row["value_fit_rows"] == row["batch_decisions"]
+    assert row["value_fit_loss_after"] < 0.5 * row["value_fit_loss_before"]
+    changed = {k for k, v in learner.model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {"value_head.weight", "value_head.bias"}
+    row = learner.update(sim_episodes(tiny_export, 2, seed=7))  # the window now holds both batches
+    assert row["value_fit_rows"] > row["batch_decisions"]
+    learner.checkpoint()
+    assert torch.load(learner.checkpoint_path, weights_only=False)["value_optimiser"]["state"]
+    learner.close()
+
+
 def test_stale_episodes_are_dropped_and_human_steps_feed_the_demo_buffer(tmp_path, tiny_export, tiny_critic, learner_keys):
     cfg = learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo={"max_staleness": 1})
     learner = Learner(cfg, log_fn=lambda *_: None)

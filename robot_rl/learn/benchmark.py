@@ -563,19 +563,22 @@ def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str |
          f"policy {config.policy}, critic {config.critic}; runs in {config.out_dir}"
          + (f"; {len(earlier)} run(s) kept from {json_path}" if earlier else ""))
     started = time.perf_counter() - earlier_s
-    runs = []
+    order = [(arm, seed) for seed in range(config.seeds) for arm in config.arms]
+    measured: dict = {}
     report: dict = {}
-    for seed in range(config.seeds):
-        for arm in config.arms:
-            kept = earlier.get((arm, seed))
-            run = kept or run_arm(config, arm, seed, echo)
-            runs.append(run)
-            curve = " ".join(f"{e['episodes']}:{e['mean']:.2f}" for e in run["evaluations"])
-            echo(f"{arm:>13} seed {seed}: success {curve}  (training interventions "
-                 f"{run['training']['intervention_rate'] or 0:.0%}, {run['wall_s']:.0f} s"
-                 + (", kept from the earlier report)" if kept else ")"))
-            report = _report(config, runs, started, quick)
-            _write(json_path, report)  # after every run: a long benchmark stopped early keeps what it measured
+    for arm, seed in order:
+        kept = earlier.get((arm, seed))
+        run = kept or run_arm(config, arm, seed, echo)
+        measured[(arm, seed)] = run
+        # every kept run is in every report written, not only those the loop has reached: a resumed
+        # benchmark stopped early must not lose the runs of later seeds that it had kept
+        runs = [measured.get(k) or earlier[k] for k in order if k in measured or k in earlier]
+        curve = " ".join(f"{e['episodes']}:{e['mean']:.2f}" for e in run["evaluations"])
+        echo(f"{arm:>13} seed {seed}: success {curve}  (training interventions "
+             f"{run['training']['intervention_rate'] or 0:.0%}, {run['wall_s']:.0f} s"
+             + (", kept from the earlier report)" if kept else ")"))
+        report = _report(config, runs, started, quick)
+        _write(json_path, report)  # after every run: a long benchmark stopped early keeps what it measured
     if plot_path:
         plot(report["summary"], plot_path, f"{'QUICK (no claim): ' if quick else ''}{len(config.tasks)} tasks, "
                                            f"{config.seeds} seed(s), band: min-max across seeds")

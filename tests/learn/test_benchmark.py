@@ -139,6 +139,16 @@ def test_resume_keeps_the_measured_runs_and_measures_only_the_missing_ones(tmp_p
     bench_learning(LearningBenchConfig(arms=["sparse"], seeds=1, **settings), str(tmp_path / "other.json"),
                    echo=lambda *_: None, resume=True)  # no report there yet: a plain run
     assert measured[-1] == ("sparse", 0) and len(measured) == 5
+    # a resumed benchmark stopped in its first new run still holds every run it kept, later seeds' too
+    def stopped(config, arm, seed, echo):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "run_arm", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        bench_learning(LearningBenchConfig(arms=["sparse", "progress", "progress+hil"], seeds=2, **settings), out,
+                       echo=lambda *_: None, resume=True)
+    written = json.loads(open(out).read())["runs"]
+    assert written == grown["runs"]  # seed 1's kept runs too, though the loop stopped in seed 0
 
 
 def test_resume_refuses_a_report_of_another_experiment(tmp_path, tiny_export, monkeypatch):

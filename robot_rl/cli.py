@@ -109,12 +109,20 @@ def _collect(args) -> int:
     return 0
 
 
+TRAIN_BC_MODEL_DEFAULTS = {"chunk_length": 8, "action_mode": "absolute", "pooling": "mean"}
+
+
 def _train_bc(args) -> int:
     from robot_rl.learn.bc import BCConfig, train_bc
 
     model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling}
-    config = BCConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, threads=args.threads, until_success=not args.whole_episodes, model=model)
+    if args.init:  # fine-tuning: the starting policy's model, unless one of these is asked for (and then must agree)
+        model = {k: v for k, v in model.items() if v is not None}
+    else:
+        model = {k: v if v is not None else TRAIN_BC_MODEL_DEFAULTS[k] for k, v in model.items()}
+    config = BCConfig(data=args.data if len(args.data) > 1 else args.data[0], out=args.out, init=args.init,
+                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+                      until_success=not args.whole_episodes, model=model)
     train_bc(config, resume=args.resume)
     return 0
 
@@ -360,15 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("train-bc", help="behaviour cloning of the VLA on episodes (resumable)")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, action="append",
+                   help="episode directory (repeat to learn from several as one dataset)")
     p.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--init", help="fine-tune this policy (an export directory such as policies/sim_default, or a "
+                                   "train-bc checkpoint) instead of training a new one; its model and normalisation stay")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--chunk-length", type=int, default=8)
-    p.add_argument("--action-mode", default="absolute", choices=["absolute", "delta"])
-    p.add_argument("--pooling", default="mean", choices=["mean", "spatial_softmax"],
-                   help="image features: global average, or keypoint positions (spatial softmax)")
+    p.add_argument("--chunk-length", type=int, help="default 8 (with --init: the policy's)")
+    p.add_argument("--action-mode", choices=["absolute", "delta"], help="default absolute (with --init: the policy's)")
+    p.add_argument("--pooling", choices=["mean", "spatial_softmax"],
+                   help="image features: global average, or keypoint positions (spatial softmax); default mean "
+                        "(with --init: the policy's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--whole-episodes", action="store_true",

@@ -29,8 +29,9 @@ from robot_rl.policy.vla import VLAConfig, VLAModel
 
 @dataclass
 class BCConfig:
-    data: str
+    data: str | list[str]  # episode directories, one or several (learned from as one dataset)
     out: str  # checkpoint path (.pt)
+    init: str | None = None  # start from this policy: an export directory or a train-bc checkpoint (fine-tuning)
     steps: int = 5000
     batch_size: int = 64
     lr: float = 3e-4
@@ -104,18 +105,66 @@ def model_from_checkpoint(payload: dict) -> VLAModel:
     return model.eval()
 
 
+def initial_model(path: str, requested: dict) -> VLAModel:
+    """The policy to fine-tune: an export directory (``metadata.json`` + ``weights.safetensors``) or a
+    train-bc checkpoint (``.pt``). Model settings asked for explicitly (``requested``) must be the
+    starting policy's: fine-tuning cannot change the architecture or the action space."""
+    from robot_rl.inference.weights import model_from_weights
+
+    source = Path(path)
+    if source.is_dir():
+        meta_path, weights_path = source / "metadata.json", source / "weights.safetensors"
+        for f in (meta_path, weights_path):
+            if not f.is_file():
+                raise FileNotFoundError(f"--init {source}: no {f.name} (expected a policy export directory)")
+        import json
+
+        model_config = json.loads(meta_path.read_text()).get("model_config")
+        if not isinstance(model_config, dict):
+            raise ValueError(f"--init {meta_path}: no 'model_config' (exports of robot_rl's VLA carry one)")
+        model = model_from_weights(model_config, weights_path.read_bytes())
+    else:
+        model = model_from_checkpoint(load_checkpoint(source))
+    ours = model.config.to_dict()
+    differ = [f"{k} {v!r} (the policy has {ours.get(k)!r})" for k, v in requested.items()
+              if v is not None and ours.get(k) != v]
+    if differ:
+        raise ValueError(f"--init {source}: {'; '.join(differ)}; fine-tuning keeps the starting policy's model")
+    return model
+
+
+def check_data_fits(config: VLAConfig, data: DemoDataset, init: str) -> None:
+    """The demonstrations must show what the starting policy sees and command what it commands."""
+    problems = []
+    if data.joint_names != list(config.joint_names):
+        problems.append(f"joints {data.joint_names} (the policy's: {list(config.joint_names)})")
+    if tuple(data.image_size) != (config.image_height, config.image_width):
+        problems.append(f"images {data.image_size[0]}x{data.image_size[1]} (the policy's: "
+                        f"{config.image_height}x{config.image_width})")
+    if abs(data.control_rate_hz - config.control_rate_hz) > 1e-6:
+        problems.append(f"control rate {data.control_rate_hz} Hz (the policy's: {config.control_rate_hz} Hz)")
+    if problems:
+        raise ValueError(f"--init {init}: the demonstrations do not fit the policy: " + "; ".join(problems))
+
+
 def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder | None = None,
              progress: bool = True, log=print) -> dict:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model_fields = dict(config.model)
+    # a resumed fine-tuning reads the starting policy too: its model config is the checkpoint's
+    start = initial_model(config.init, model_fields) if config.init else None
+    if start is not None:
+        model_fields = start.config.to_dict()
     data = DemoDataset(config.data, horizon=int(model_fields.get("chunk_length", VLAConfig.chunk_length)),
                        cameras=model_fields.get("cameras"), until_success=config.until_success)
+    if start is not None:
+        check_data_fits(start.config, data, config.init)
     model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
                         image_width=data.image_size[1], control_rate_hz=data.control_rate_hz)
     model_config = VLAConfig.from_dict(model_fields)
-    model = VLAModel(model_config)
+    model = start if start is not None else VLAModel(model_config)
     encoder = encoder or InstructionEncoder()
     embeddings = {i: encoder.encode(i) for i in data.instructions()}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -132,6 +181,9 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         start_step = int(payload["step"])
         rng.bit_generator.state = payload["rng"]
         log(f"resuming {config.out} at step {start_step}")
+    elif start is not None:
+        # the starting policy's normalisation stays: its weights were learned in those units
+        log(f"fine-tuning {config.init} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     else:
         stats = data.statistics(model_config.action_mode)
         model.set_normalisation(**stats)
@@ -144,12 +196,15 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s + start_step) / max(1, config.steps)))))
 
+    data_dirs = [str(d) for d in (config.data if isinstance(config.data, (list, tuple)) else [config.data])]
+
     def checkpoint(step: int, metrics: dict) -> None:
         save_checkpoint(config.out, {
             "model_config": model_config.to_dict(), "model": model.state_dict(), "optimiser": optimiser.state_dict(),
             "step": step, "rng": rng.bit_generator.state, "bc_config": asdict(config), "metrics": metrics,
             "instruction_embeddings": {k: v.tolist() for k, v in embeddings.items()},
-            "dataset": {"dir": str(config.data), "episodes": len(data.episodes), "samples": len(data)},
+            "dataset": {"dir": data_dirs[0], "dirs": data_dirs, "episodes": len(data.episodes), "samples": len(data)},
+            "init": config.init,
         })
 
     def evaluate() -> dict:

@@ -103,3 +103,12 @@ def test_dataset_uses_episodes_without_success_step_whole_and_refuses_a_bad_one(
     assert len(data) == len(data.episodes[0])
     with pytest.raises(EpisodeFormatError, match=r"success_step 10000 is outside"):
         DemoDataset(tmp_path / "bad", horizon=4)
+
+
+def test_several_directories_are_one_dataset(tiny_demos, tmp_path):
+    one = DemoDataset(tiny_demos, horizon=4)
+    (tmp_path / "empty").mkdir()
+    both = DemoDataset([tiny_demos, tiny_demos, tmp_path / "empty"], horizon=4)
+    assert len(both.episodes) == 2 * len(one.episodes) and len(both) == 2 * len(one)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        DemoDataset([tiny_demos, tmp_path / "missing"], horizon=4)

@@ -41,3 +41,47 @@ def test_random_shift_keeps_shape_and_moves_pixels():
     shifted = random_shift(images, 2, torch.Generator().manual_seed(3))
     assert shifted.shape == images.shape and shifted.dtype == torch.uint8
     assert not torch.equal(shifted, images)
+
+
+def test_fine_tuning_starts_from_the_exported_policy_and_keeps_its_normalisation(tiny_checkpoint, tiny_export,
+                                                                                 tiny_demos, tmp_path, encoder):
+    trained = load_checkpoint(tiny_checkpoint[0])
+    out = tmp_path / "fine.pt"
+    # the same data and split as the tiny policy's: its held-out loss at the start is the policy's own at the end
+    config = BCConfig(data=[str(tiny_demos)], out=str(out), init=str(tiny_export), steps=6, batch_size=8, lr=1e-3,
+                      until_success=False, checkpoint_every=100)
+    lines = []
+    metrics = train_bc(config, encoder=encoder, progress=False, log=lines.append)
+    assert "fine-tuning" in lines[0]
+    assert metrics["eval_start"]["mse"] == pytest.approx(tiny_checkpoint[1]["eval_end"]["mse"], rel=1e-4)
+    fine = load_checkpoint(out)
+    assert fine["model_config"] == trained["model_config"] and fine["init"] == str(tiny_export)
+    for key in ("action_mean", "action_std", "joint_mean", "joint_std"):
+        assert torch.equal(fine["model"][key], trained["model"][key])
+    assert not torch.equal(fine["model"]["action_head.weight"], trained["model"]["action_head.weight"])
+    assert fine["dataset"]["dirs"] == [str(tiny_demos)]
+
+
+def test_fine_tuning_refuses_another_model_or_a_missing_policy(tiny_export, tiny_demos, tmp_path, encoder):
+    config = BCConfig(data=str(tiny_demos), out=str(tmp_path / "x.pt"), init=str(tiny_export), steps=1,
+                      model={"pooling": "spatial_softmax"})
+    with pytest.raises(ValueError, match="pooling 'spatial_softmax'.*fine-tuning keeps"):
+        train_bc(config, encoder=encoder, progress=False, log=lambda *_: None)
+    config = BCConfig(data=str(tiny_demos), out=str(tmp_path / "x.pt"), init=str(tmp_path / "nothing"), steps=1)
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        train_bc(config, encoder=encoder, progress=False, log=lambda *_: None)
+
+
+def test_fine_tuning_refuses_demonstrations_the_policy_cannot_read(tiny_export):
+    from types import SimpleNamespace
+
+    from robot_rl.learn.bc import check_data_fits, initial_model
+
+    model = initial_model(str(tiny_export), {})
+    c = model.config
+    fits = SimpleNamespace(joint_names=list(c.joint_names), image_size=(c.image_height, c.image_width),
+                           control_rate_hz=c.control_rate_hz, episodes=[])
+    check_data_fits(c, fits, "p")
+    smaller = SimpleNamespace(**{**vars(fits), "image_size": (c.image_height // 2, c.image_width // 2)})
+    with pytest.raises(ValueError, match=f"images {c.image_height // 2}x{c.image_width // 2}"):
+        check_data_fits(c, smaller, "p")

@@ -141,15 +141,23 @@ def _export(args) -> int:
     return 0
 
 
-def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest") -> dict:
+def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest", execute_steps: int = 0) -> dict:
     from robot_rl.inference.backends import read_metadata
     from robot_rl.policy.base import PolicyConfig, make_policy
-    from robot_rl.policy.evaluate import evaluate_policy
+    from robot_rl.policy.evaluate import EVAL_SEED, evaluate_policy
 
     m = read_metadata(path)
     policy = make_policy(PolicyConfig(type="vla", options={"path": path, "backend": backend}))
-    result = evaluate_policy(policy, m["cameras"], m["image_width"], m["image_height"], m["control_rate_hz"],
-                             episodes=episodes, merge=merge, progress=lambda t, s, ok: print(f"{t:18} seed {s:5d} {'success' if ok else 'failure'}"))
+    if execute_steps > 0:  # the learning benchmark's protocol: query, execute that many chunk points, query again
+        from robot_rl.learn.benchmark import evaluate_weights
+        from robot_rl.sim.tasks import TASKS
+
+        result = {"seeds": [EVAL_SEED, EVAL_SEED + episodes - 1], "episodes_per_task": episodes,
+                  "execute_steps": execute_steps, **evaluate_weights(policy, list(TASKS), episodes, execute_steps)}
+    else:
+        result = evaluate_policy(policy, m["cameras"], m["image_width"], m["image_height"], m["control_rate_hz"],
+                                 episodes=episodes, merge=merge,
+                                 progress=lambda t, s, ok: print(f"{t:18} seed {s:5d} {'success' if ok else 'failure'}"))
     print("success rate: " + ", ".join(f"{t} {r * 100:.0f}%" for t, r in result["per_task"].items())
           + f"; mean {result['mean'] * 100:.0f}%")
     return result
@@ -158,7 +166,7 @@ def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest
 def _evaluate(args) -> int:
     import json
 
-    result = _run_evaluation(args.policy, args.episodes, args.backend, args.merge)
+    result = _run_evaluation(args.policy, args.episodes, args.backend, args.merge, args.execute_steps)
     if args.json:
         from pathlib import Path
 
@@ -403,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10, help="per task")
     p.add_argument("--backend", default="auto")
     p.add_argument("--merge", default="latest", choices=["latest", "ensemble"], help="how overlapping chunks merge")
+    p.add_argument("--execute-steps", type=int, default=0,
+                   help="query the policy every N steps and execute N points of each chunk, as `bench learning` "
+                        "evaluates (0: query every step, --merge decides)")
     p.add_argument("--json")
     p.set_defaults(func=_evaluate)
 

@@ -41,6 +41,21 @@ def test_export_with_evaluation_and_evaluate_command(tiny_checkpoint, tmp_path):
     assert json.loads(result.read_text())["per_task"] == metadata["evaluation"]["per_task"]  # same seeds, same policy
 
 
+def test_evaluate_with_the_learning_benchmarks_protocol(tiny_export, tmp_path):
+    from robot_rl.learn.benchmark import evaluate_weights
+    from robot_rl.policy.base import PolicyConfig, make_policy
+
+    result = tmp_path / "eval.json"
+    proc = run("evaluate", "--policy", str(tiny_export), "--episodes", "2", "--execute-steps", "4", "--backend", "torch",
+               "--json", str(result))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(result.read_text())
+    assert report["execute_steps"] == 4 and report["seeds"] == [10000, 10001]
+    policy = make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "backend": "torch"}))
+    expected = evaluate_weights(policy, list(report["per_task"]), 2, 4)  # what bench learning's evaluator measures
+    assert report["per_task"] == expected["per_task"] and report["mean"] == expected["mean"]
+
+
 def test_bench_inference_quick_writes_json(tiny_export, tmp_path):
     out = tmp_path / "inference.json"
     proc = run("bench", "inference", "--quick", "--policy-dir", str(tiny_export), "--json", str(out))

@@ -324,6 +324,22 @@ def arm_ppo_settings(config: LearningBenchConfig, arm_name: str) -> dict:
     return {**(HIL_DEMO_PHASE if ARMS[arm_name].demo_phase else {}), **config.learner.get("ppo", {})}
 
 
+def learner_settings(config: LearningBenchConfig, arm_name: str) -> dict:
+    """The PPO and reward settings one arm's learner runs with: the defaults, the arm's own and the
+    run's ``--set`` overrides, resolved. Reports record them per arm, so a resume compares what ran,
+    not how it was asked for (a default that changes between the two must not pass unseen)."""
+    from robot_rl.learn.ppo import PPOConfig
+    from robot_rl.reward.shaping import RewardConfig
+
+    reward = {**config.learner.get("reward", {}), "shaping_scale": ARMS[arm_name].shaping_scale}
+    return {"ppo": asdict(PPOConfig(**arm_ppo_settings(config, arm_name))), "reward": asdict(RewardConfig(**reward))}
+
+
+# Defaults that changed before reports recorded ``learner_settings``: a report without them ran with
+# these unless its overrides said otherwise (the value fit, item 17 of docs/learning-benchmark.md).
+DEFAULTS_BEFORE_LEARNER_SETTINGS = {"ppo": {"value_steps": 0}}
+
+
 def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -> dict:
     """One arm, one seed: the asynchronous loop and its evaluations. Returns the run's record."""
     import torch
@@ -517,6 +533,16 @@ def plot(summary: dict, path: str, title: str) -> None:
 RESUME_MAY_CHANGE = ("arms", "seeds", "out_dir")
 
 
+def _settings_before_they_were_recorded(config: LearningBenchConfig, overrides: dict | None, arm: str) -> dict:
+    """What an arm of a report that predates ``learner_settings`` ran with: its overrides over the
+    defaults of then (``DEFAULTS_BEFORE_LEARNER_SETTINGS``, and today's for everything else)."""
+    merged = dict(overrides or {})
+    for section, defaults in DEFAULTS_BEFORE_LEARNER_SETTINGS.items():
+        merged[section] = {**defaults, **merged.get(section, {})}
+    then = LearningBenchConfig(**{**asdict(config), "learner": merged})
+    return json.loads(json.dumps(learner_settings(then, arm)))
+
+
 def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = False) -> tuple[dict, float]:
     """The runs an earlier report at ``json_path`` already holds for this configuration, keyed by
     (arm, seed), and that report's wall time; ``({}, 0.0)`` when there is no report yet.
@@ -536,7 +562,19 @@ def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = Fal
     mine = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the report stores them
     theirs = earlier.get("config", {})
     differ = [f"{k} {theirs.get(k)!r} (now {mine[k]!r})" for k in mine
-              if k not in RESUME_MAY_CHANGE and theirs.get(k) != mine[k]]
+              if k not in RESUME_MAY_CHANGE + ("learner",) and theirs.get(k) != mine[k]]
+    # the learner: its other overrides as asked for, its PPO and reward settings as they ran
+    strip = lambda d: {k: v for k, v in (d or {}).items() if k not in ("ppo", "reward")}
+    if strip(theirs.get("learner")) != strip(mine["learner"]):
+        differ.append(f"learner {theirs.get('learner')!r} (now {mine['learner']!r})")
+    recorded = earlier.get("learner_settings")
+    for arm in config.arms:
+        if recorded is not None and arm not in recorded:
+            continue  # an arm the report did not run: nothing of it is kept
+        then = recorded[arm] if recorded is not None else _settings_before_they_were_recorded(config, theirs.get("learner"), arm)
+        now = json.loads(json.dumps(learner_settings(config, arm)))
+        differ += [f"{arm} {section}.{k} {then.get(section, {}).get(k)!r} (now {v!r})"
+                   for section, values in now.items() for k, v in values.items() if then.get(section, {}).get(k) != v]
     if bool(earlier.get("quick")) != quick:
         differ.append(f"quick {bool(earlier.get('quick'))} (now {quick})")
     policy_then, policy_now = earlier.get("policy") or {}, _policy_summary(config)
@@ -598,6 +636,7 @@ def _report(config: LearningBenchConfig, runs: list[dict], started: float, quick
         "benchmark": "learning", "quick": quick,
         "claim": "none: --quick only shows that the pipeline runs" if quick else "measured",
         "config": asdict(config),
+        "learner_settings": {arm: learner_settings(config, arm) for arm in config.arms},
         "policy": _policy_summary(config),
         "summary": summary, "goals": goals(summary),
         "wall_s_per_seed_all_arms": per_seed_wall, "wall_s_total": round(time.perf_counter() - started, 1),

@@ -75,7 +75,8 @@
    return of this policy under this reward; and inside the PPO loss it gets the one or two Adam steps
    at ``lr`` that the KL limit leaves an update. Without a value that knows the task and the state, an
    advantage mostly says which task and which part of an episode a decision came from (reach decisions
-   "good", push decisions "bad"), and the policy step follows that. With ``value_steps`` > 0, after
+   "good", push decisions "bad"), and the policy step follows that. With ``value_steps`` > 0 (the
+   default, 200: measured better over three seeds of the learning benchmark; 0 turns it off), after
    each update the value head alone is regressed onto the returns of the last ``value_window``
    updates' decisions (computed when each was used), on the trunk's features held fixed: ``value_steps``
    minibatch steps of its own Adam at ``value_lr``. The policy is untouched (the features are
@@ -126,7 +127,7 @@ class PPOConfig:
     max_behaviour_weight: float = 2.0  # truncation of pi_prox / pi_behaviour when decoupled
     train_image_encoders: bool = True  # false: the camera encoders stay as loaded; PPO and demos train the rest
     ratio_per_dimension: bool = False  # clip and KL-limit the per-dimension ratio of a chunk (section 5)
-    value_steps: int = 0  # value-head-only regression steps after each update, on the recent window (section 7)
+    value_steps: int = 200  # value-head-only regression steps after each update, on the recent window (section 7; 0: off)
     value_lr: float = 1e-3  # their learning rate (the value head's own Adam)
     value_window: int = 8  # updates whose decisions and returns the value is fitted on
     value_minibatch_size: int = 64

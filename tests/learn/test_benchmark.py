@@ -178,3 +178,39 @@ def test_resume_refuses_a_report_of_another_experiment(tmp_path, tiny_export, mo
     out.write_text(json.dumps({"benchmark": "loop"}))
     with pytest.raises(ValueError, match="not a 'robot-rl bench learning' report"):
         bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+
+
+def test_resume_compares_the_learner_settings_that_ran_not_how_they_were_asked_for(tmp_path, tiny_export, monkeypatch):
+    """The value fit became the default after reports had been written with it off (and some with it on
+    through --set): a resume must refuse the first and accept the second, and newer reports carry
+    their resolved settings."""
+    import robot_rl.learn.benchmark as benchmark
+
+    settings = dict(policy=str(tiny_export), out_dir=str(tmp_path / "runs"), tasks=["reach_cube"], episodes=5,
+                    eval_every=5, episodes_per_update=5, seeds=1, arms=["sparse"])
+    out = tmp_path / "learning.json"
+    monkeypatch.setattr(benchmark, "run_arm", lambda *a: pytest.fail("nothing may run: the report holds every run"))
+    run = {"arm": "sparse", "seed": 0, "wall_s": 1.0, "train_s": 1.0, "training": {"intervention_rate": 0.0},
+           "learner": {}, "evaluations": [{"episodes": n, "version": 0, "mean": 0.5, "per_task": {"reach_cube": 0.5}}
+                                          for n in (0, 5)]}
+
+    def old_report(learner: dict) -> None:  # written before reports recorded learner_settings
+        config = json.loads(json.dumps(asdict(LearningBenchConfig(**settings, learner=learner))))
+        out.write_text(json.dumps({"benchmark": "learning", "quick": False, "runs": [run], "config": config,
+                                   "policy": benchmark._policy_summary(LearningBenchConfig(**settings))}))
+
+    old_report({})  # the value fit off: the default then
+    with pytest.raises(ValueError, match=r"sparse ppo.value_steps 0 \(now 200\)"):
+        bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+    kept = bench_learning(LearningBenchConfig(**settings, learner={"ppo": {"value_steps": 0}}), str(out), resume=True,
+                          echo=lambda *_: None)  # asked for explicitly now: the same experiment
+    assert kept["runs"] == [run]
+    assert kept["learner_settings"]["sparse"]["ppo"]["value_steps"] == 0
+    assert kept["learner_settings"]["sparse"]["reward"]["shaping_scale"] == 0.0
+    old_report({"ppo": {"value_steps": 200}})  # the fit asked for by --set: what the default is now
+    kept = bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+    assert kept["runs"] == [run] and kept["learner_settings"]["sparse"]["ppo"]["value_steps"] == 200
+    # a report with recorded settings is compared on them
+    with pytest.raises(ValueError, match=r"sparse ppo.lr 3e-05 \(now 0.001\)"):
+        bench_learning(LearningBenchConfig(**settings, learner={"ppo": {"lr": 1e-3}}), str(out), resume=True,
+                       echo=lambda *_: None)

@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_bench)
     b = bsub.add_parser("learning", help="the learning benchmark: success vs episodes of the asynchronous loop per arm "
                                          "(sparse, progress, progress+hil) from the shipped policy, on held-out layouts")
-    b.add_argument("--arms", help="comma-separated: sparse,progress,progress+hil (default: all)")
+    b.add_argument("--arms", help="comma-separated: sparse,progress,progress+hil (the default), or progress+demos "
+                                  "(demo replay and phase without a human)")
     b.add_argument("--episodes", type=int, help="training episodes per arm and seed (default 200)")
     b.add_argument("--seeds", type=int, help="default 3")
     b.add_argument("--eval-every", type=int, help="episodes between evaluations (default 25)")

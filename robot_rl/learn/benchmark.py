@@ -22,7 +22,10 @@ The arms (``ARMS``):
   (:class:`robot_rl.teleop.scripted.ScriptedHuman`): demonstrations preloaded into the demo buffer
   (collected by the scripted oracle at the start, seeds 0+), return-and-explore (episodes start with
   probability ``return_probability`` from a state where the human had to take over) and
-  human-guided steps (the human's commands go to the demo buffer).
+  human-guided steps (the human's commands go to the demo buffer);
+- ``progress+demos`` (asked for by name): ``progress`` plus demo replay alone, the HIL arm's demo
+  buffer and demo phase without a human: VLAC's first rung, and the control that says how much of
+  the HIL arm's gain the corrections bring and how much more supervised steps on the demonstrations.
 
 Asynchrony: the actor never waits for an update to finish, but a simulated episode takes well under
 a second where a real one takes tens of seconds, so it waits when it is more than ``max_lag_updates``
@@ -75,12 +78,16 @@ ARMS = {
     "sparse": Arm(shaping_scale=0.0, human=False, demo_replay=False, return_and_explore=False),
     "progress": Arm(shaping_scale=1.0, human=False, demo_replay=False, return_and_explore=False),
     "progress+hil": Arm(shaping_scale=1.0, human=True, demo_replay=True, return_and_explore=True, demo_phase=True),
+    # the first rung of VLAC's graded protocol alone, and the control for the HIL arm: the same demo
+    # phase on the same preloaded demonstrations, no human (so no corrections and no failure states)
+    "progress+demos": Arm(shaping_scale=1.0, human=False, demo_replay=True, return_and_explore=False, demo_phase=True),
 }
+MAIN_ARMS = ["sparse", "progress", "progress+hil"]  # the three; the others are asked for by name
 
 
 @dataclass
 class LearningBenchConfig:
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: list(MAIN_ARMS))
     episodes: int = 200  # training episodes per arm and seed
     seeds: int = 3
     eval_every: int = 25  # episodes between evaluations (and one before any training)

@@ -38,6 +38,20 @@ def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, 
                                     "progress+hil_reaches_0.8_in_two_thirds_of_progress"}
 
 
+def test_the_demo_replay_arm_has_the_hil_arms_demo_phase_and_no_human(tmp_path, tiny_export, tiny_critic):
+    assert LearningBenchConfig().arms == ["sparse", "progress", "progress+hil"]  # the control arm is asked for by name
+    config = quick_config(policy=str(tiny_export), critic=str(tiny_critic), out_dir=str(tmp_path / "runs"),
+                          tasks=["reach_cube"], arms=["progress+demos"])
+    report = bench_learning(config, str(tmp_path / "learning.json"), quick=True, echo=lambda *_: None)
+    (run,) = report["runs"]
+    assert run["training"]["episodes"] == 6 and run["training"]["intervention_rate"] == 0
+    assert run["training"]["restored_from_failure_states"] == 0 and run["learner"]["human_steps"] == 0
+    assert run["learner"]["demo_buffer"] > 0 and run["learner"]["demo_steps"] == 2 and run["learner"]["demo_phase_nll_mean"] > 0
+    ppo = report["learner_settings"]["progress+demos"]["ppo"]
+    assert ppo["demo_lr"] == HIL_DEMO_PHASE["demo_lr"] and ppo["demo_human_fraction"] == HIL_DEMO_PHASE["demo_human_fraction"]
+    assert report["learner_settings"]["progress+demos"]["reward"]["shaping_scale"] == 1.0
+
+
 def test_goals_are_checked_on_the_measured_curves():
     def arm(curve, std=0.0):
         return {"final": curve[-1], "std_success": [std] * len(curve),

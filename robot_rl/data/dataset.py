@@ -38,9 +38,9 @@ class DemoDataset:
                  only_success: bool = True, gamma: float = 0.99, max_episodes: int | None = None,
                  until_success: bool = True):
         # several directories are one dataset (the original demonstrations and newer ones, say)
-        dirs = list(dataset_dir) if isinstance(dataset_dir, (list, tuple)) else [dataset_dir]
-        dataset_dir = ", ".join(str(d) for d in dirs)  # for the messages below
-        paths = [p for d in dirs for p in list_episodes(d)]
+        self.dirs = [str(d) for d in (dataset_dir if isinstance(dataset_dir, (list, tuple)) else [dataset_dir])]
+        dataset_dir = ", ".join(self.dirs)  # for the messages below
+        paths = [p for d in self.dirs for p in list_episodes(d)]
         if max_episodes is not None:  # spread over the dataset (episodes are sorted by time and task)
             paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(max_episodes, len(paths))).astype(int)]
         episodes = [read_episode(p) for p in paths]

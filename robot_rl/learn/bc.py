@@ -13,6 +13,7 @@ previous checkpoint whole; ``--resume`` continues from it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -117,8 +118,6 @@ def initial_model(path: str, requested: dict) -> VLAModel:
         for f in (meta_path, weights_path):
             if not f.is_file():
                 raise FileNotFoundError(f"--init {source}: no {f.name} (expected a policy export directory)")
-        import json
-
         model_config = json.loads(meta_path.read_text()).get("model_config")
         if not isinstance(model_config, dict):
             raise ValueError(f"--init {meta_path}: no 'model_config' (exports of robot_rl's VLA carry one)")
@@ -196,14 +195,12 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s + start_step) / max(1, config.steps)))))
 
-    data_dirs = [str(d) for d in (config.data if isinstance(config.data, (list, tuple)) else [config.data])]
-
     def checkpoint(step: int, metrics: dict) -> None:
         save_checkpoint(config.out, {
             "model_config": model_config.to_dict(), "model": model.state_dict(), "optimiser": optimiser.state_dict(),
             "step": step, "rng": rng.bit_generator.state, "bc_config": asdict(config), "metrics": metrics,
             "instruction_embeddings": {k: v.tolist() for k, v in embeddings.items()},
-            "dataset": {"dir": data_dirs[0], "dirs": data_dirs, "episodes": len(data.episodes), "samples": len(data)},
+            "dataset": {"dir": data.dirs[0], "dirs": data.dirs, "episodes": len(data.episodes), "samples": len(data)},
             "init": config.init,
         })
 

@@ -25,7 +25,7 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -364,7 +364,8 @@ class Learner:
             stats["demo_phase_nll"] = demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo,
                                                  self._embed, self.rng, parallel=self.parallel)
         if self.config.ppo.value_steps > 0:
-            self.value_window.append((d, returns))
+            # the rows only: the episodes they came from (every frame) would be held for value_window updates
+            self.value_window.append((replace(d, episodes=[]), returns))
             stats.update(fit_value(self.model, self.value_optimiser, list(self.value_window), self.config.ppo,
                                    self._embed, self.rng))
         self.updates += 1

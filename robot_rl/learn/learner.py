@@ -179,6 +179,10 @@ class Learner:
         self.rng = np.random.default_rng(config.seed)
         self.model, table = load_start_policy(config.policy)
         self.behaviour = VLAModel(self.model.config).eval()  # scratch model for old versions' log-probs
+        self.reference = None  # the starting policy, frozen, for the anchor (ppo.py section 8)
+        if config.ppo.anchor_coef > 0:
+            # loaded again from the same spec, so a resumed learner anchors to the same weights
+            self.reference = load_start_policy(config.policy)[0].eval().requires_grad_(False)
         self.encoder = InstructionEncoder(table)
         if not config.ppo.train_image_encoders:
             # fewer parameters per noisy on-policy step; also spares the backward pass through the CNNs
@@ -358,7 +362,7 @@ class Learner:
         demos = self.demos if self.config.hil.demo_replay or self.config.hil.human_guided else None
         stats = ppo_update(self.model, self.optimiser, d, old, adv, returns, self.config.ppo, self._embed,
                            demos if self.config.ppo.demo_coef > 0 else None, self.rng, parallel=self.parallel,
-                           prox_log_prob=prox)
+                           prox_log_prob=prox, reference=self.reference)
         stats["value_explained_variance"] = explained_variance(values, returns)
         if demos is not None and len(demos) and self.config.ppo.demo_steps:
             stats["demo_phase_nll"] = demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo,

@@ -84,6 +84,17 @@
    computed once per fit. The report's ``value_explained_variance`` (1 - Var(returns - values) /
    Var(returns) on each update's batch, before it is used) says whether the value explains the
    returns (1: all of them; 0: no better than their mean; below 0: worse).
+
+8. The anchor
+   With ``anchor_coef`` > 0 the loss adds anchor_coef * KL(pi || pi_start) on each minibatch's
+   observations: the closed-form KL of the diagonal Gaussians, per executed chunk dimension, between
+   the current policy and the starting policy (the weights the learner loaded, held frozen), as
+   RLHF trainers anchor to their reference model. The KL limit of section 5 bounds one update's step
+   from the version that acted; nothing bounds where 40 updates of noisy advantages walk the policy
+   (the learning benchmark's PPO arms drift down, items 12 and 16 of docs/learning-benchmark.md). The
+   anchor pulls back what the advantage noise moves and lets stay what the advantages agree on, so
+   that the larger steps of ``ratio_per_dimension`` can be taken without the collapse they caused
+   unanchored. 0 (the default) turns it off and loads no second model.
 """
 
 from __future__ import annotations
@@ -131,10 +142,13 @@ class PPOConfig:
     value_lr: float = 1e-3  # their learning rate (the value head's own Adam)
     value_window: int = 8  # updates whose decisions and returns the value is fitted on
     value_minibatch_size: int = 64
+    anchor_coef: float = 0.0  # weight of KL(policy || starting policy) per executed dimension (section 8; 0: off)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.demo_human_fraction <= 1.0:
             raise ValueError(f"ppo.demo_human_fraction {self.demo_human_fraction}: expected a share between 0 and 1")
+        if self.anchor_coef < 0:
+            raise ValueError(f"ppo.anchor_coef {self.anchor_coef}: expected 0 (off) or a positive weight")
 
 
 @dataclass
@@ -238,11 +252,12 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, discou
     return adv, adv + values
 
 
-def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask,
-                   hold_std: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask, hold_std: bool = False,
+                   outputs: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log-probability of the executed positions, value, entropy per decision); ``hold_std``: no
-    gradient reaches the log-std."""
-    mean, log_std, value = model.forward_normalised(images, joints, text)
+    gradient reaches the log-std; ``outputs``: the model's ``forward_normalised`` on these rows, when
+    the caller has it already."""
+    mean, log_std, value = outputs if outputs is not None else model.forward_normalised(images, joints, text)
     if hold_std:
         log_std = log_std.detach()
     target = model.normalise_target(actions, joints)
@@ -250,6 +265,16 @@ def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask,
     log_prob = (per_position.sum(-1) * mask).sum(-1)
     entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(dim=(-2, -1))
     return log_prob, value, entropy
+
+
+def anchor_kl(mean: torch.Tensor, log_std: torch.Tensor, ref_mean: torch.Tensor, ref_log_std: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+    """Mean KL(pi || pi_ref) per executed dimension of diagonal Gaussians over chunks (section 8):
+    per dimension log(s_ref / s) + (s^2 + (m - m_ref)^2) / (2 s_ref^2) - 1/2."""
+    var, ref_var = (2 * log_std).exp(), (2 * ref_log_std).exp()
+    per_dim = ref_log_std - log_std + (var + (mean - ref_mean) ** 2) / (2 * ref_var) - 0.5
+    executed = (per_dim.sum(-1) * mask).sum(-1) / (mask.sum(-1) * mean.shape[-1]).clamp_min(1)
+    return executed.mean()
 
 
 def demo_nll(model: VLAModel, images, joints, text, actions, mask) -> torch.Tensor:
@@ -392,22 +417,27 @@ def fit_value(model: VLAModel, optimiser: torch.optim.Optimizer, window: list[tu
 def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, old_log_prob: np.ndarray,
                advantages: np.ndarray, returns: np.ndarray, config: PPOConfig, embed, demos=None,
                generator: np.random.Generator | None = None, parallel: DataParallel | None = None,
-               prox_log_prob: np.ndarray | None = None) -> dict:
+               prox_log_prob: np.ndarray | None = None, reference: VLAModel | None = None) -> dict:
     """Epochs of minibatch PPO (plus the demo NLL term); returns the mean metrics of the update.
     ``old_log_prob``: the behaviour's (the version that acted); ``prox_log_prob``: the current weights'
     before this update (section 3; None or ``decoupled: false``: the ratio is taken against the
-    behaviour). ``parallel``: this rank's part in data-parallel training (None: one learner)."""
+    behaviour). ``parallel``: this rank's part in data-parallel training (None: one learner).
+    ``reference``: the starting policy, frozen, for the anchor (section 8; needed when
+    ``anchor_coef`` > 0)."""
+    if config.anchor_coef > 0 and reference is None:
+        raise ValueError("ppo.anchor_coef > 0 needs the starting policy as the reference")
     rng = generator or np.random.default_rng(0)
     adv = advantages
     if config.normalise_advantages and len(adv) > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     if config.decoupled and prox_log_prob is not None:
-        anchor = prox_log_prob
+        ratio_base = prox_log_prob
         weight = np.minimum(np.exp(np.clip(prox_log_prob - old_log_prob, -50, 50)), config.max_behaviour_weight)
     else:
-        anchor, weight = old_log_prob, np.ones(len(old_log_prob))
+        ratio_base, weight = old_log_prob, np.ones(len(old_log_prob))
     weight = weight.astype(np.float32)
-    stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "demo_nll")}
+    stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                                                     "demo_nll", "anchor_kl")}
     stats["behaviour_weight"] = [float(weight.mean())] if len(weight) else []
     model.train()
     stopped_early = False
@@ -423,8 +453,9 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
             loss = None
             if len(rows):
                 images, joints, text, actions, mask = tensors(d, rows, embed)
-                log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask)
-                log_ratio = log_prob - torch.from_numpy(anchor[rows])
+                outputs = model.forward_normalised(images, joints, text)
+                log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs)
+                log_ratio = log_prob - torch.from_numpy(ratio_base[rows])
                 if config.ratio_per_dimension:  # section 5: the geometric mean over executed dimensions
                     log_ratio = log_ratio / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)
                 ratio = log_ratio.exp()
@@ -433,6 +464,12 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
                 policy_loss = (w * torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip))).mean()
                 value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]))
                 ppo_loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
+                if config.anchor_coef > 0:  # section 8
+                    with torch.no_grad():
+                        ref_mean, ref_log_std, _ = reference.forward_normalised(images, joints, text)
+                    kl_start = anchor_kl(outputs[0], outputs[1], ref_mean, ref_log_std, mask)
+                    ppo_loss = ppo_loss + config.anchor_coef * kl_start
+                    stats["anchor_kl"].append(kl_start.item())
                 loss = ppo_loss * (world * len(rows) / len(batch))
             if demos is not None and config.demo_coef > 0 and len(demos):
                 nll = _demo_term(model, demos, config, rng, embed, parallel)

@@ -228,3 +228,11 @@ def test_resume_compares_the_learner_settings_that_ran_not_how_they_were_asked_f
     with pytest.raises(ValueError, match=r"sparse ppo.lr 3e-05 \(now 0.001\)"):
         bench_learning(LearningBenchConfig(**settings, learner={"ppo": {"lr": 1e-3}}), str(out), resume=True,
                        echo=lambda *_: None)
+    # a setting added since the report was written (not in its record) ran as the code did without it
+    recorded = json.loads(out.read_text())
+    del recorded["learner_settings"]["sparse"]["ppo"]["anchor_coef"]
+    out.write_text(json.dumps(recorded))
+    assert bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)["runs"] == [run]
+    with pytest.raises(ValueError, match=r"sparse ppo.anchor_coef 0.0 \(now 1.0\)"):
+        bench_learning(LearningBenchConfig(**settings, learner={"ppo": {"anchor_coef": 1.0}}), str(out), resume=True,
+                       echo=lambda *_: None)

@@ -10,7 +10,7 @@ import torch
 from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
-from robot_rl.learn.ppo import PPOConfig, episode_decisions, evaluate_rows, gae
+from robot_rl.learn.ppo import PPOConfig, anchor_kl, episode_decisions, evaluate_rows, gae, tensors
 from robot_rl.policy.base import PolicyConfig, make_policy
 from robot_rl.transport.links import EpisodeUplink, WeightsListener
 from robot_rl.transport.security import ClientKeys, generate_keypair
@@ -217,6 +217,56 @@ def test_the_value_fit_learns_the_returns_and_leaves_the_policy_alone(tmp_path, 
     learner.checkpoint()
     assert torch.load(learner.checkpoint_path, weights_only=False)["value_optimiser"]["state"]
     learner.close()
+
+
+def test_the_anchor_kl_is_the_gaussians_closed_form_over_the_executed_points():
+    torch.manual_seed(0)
+    mean, ref_mean = torch.randn(3, 4, 2), torch.randn(3, 4, 2)
+    log_std, ref_log_std = 0.3 * torch.randn(3, 4, 2), 0.3 * torch.randn(3, 4, 2)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
+    per_dim = torch.distributions.kl_divergence(torch.distributions.Normal(mean, log_std.exp()),
+                                                torch.distributions.Normal(ref_mean, ref_log_std.exp()))
+    expected = torch.stack([per_dim[i, mask[i].bool()].mean() for i in range(3)]).mean()
+    assert torch.allclose(anchor_kl(mean, log_std, ref_mean, ref_log_std, mask), expected, atol=1e-6)
+    assert anchor_kl(mean, log_std, mean, log_std, mask).abs() < 1e-6
+    with pytest.raises(ValueError, match=r"ppo.anchor_coef -1.0: expected 0 \(off\) or a positive weight"):
+        PPOConfig(anchor_coef=-1.0)
+
+
+def test_the_anchor_pulls_the_policy_back_towards_the_starting_policy(tmp_path, tiny_export, tiny_critic, learner_keys):
+    """ppo.py section 8. Weights moved away from the start (as 40 noisy updates move them), then one
+    update without the KL limit: anchored, the policy ends closer to the starting policy than it began
+    and than the same update unanchored leaves it."""
+    episodes = sim_episodes(tiny_export, 2)
+    start, _ = load_start_policy(str(tiny_export))
+    result = {}
+    for coef in (0.0, 5.0):
+        ppo = {"epochs": 4, "minibatch_size": 16, "lr": 1e-3, "target_kl": 0.0, "value_steps": 0, "anchor_coef": coef}
+        learner = Learner(learner_config(tmp_path / str(coef), tiny_export, tiny_critic, learner_keys, ppo=ppo),
+                          log_fn=lambda *_: None)
+        assert (learner.reference is not None) == (coef > 0)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in learner.model.action_head.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        learner.version = 1
+        learner.versions.add(1, learner.model.state_dict())
+        d, _ = learner.prepare(episodes)
+
+        def kl_to_start():
+            with torch.no_grad():
+                images, joints, text, _, mask = tensors(d, np.arange(len(d)), learner._embed)
+                now, then = learner.model.forward_normalised(images, joints, text), start.forward_normalised(images, joints, text)
+                return anchor_kl(now[0], now[1], then[0], then[1], mask).item()
+
+        before = kl_to_start()
+        row = learner.update(episodes)
+        result[coef] = (before, kl_to_start(), row)
+        learner.close()
+    (before_free, after_free, free), (before_held, after_held, held) = result[0.0], result[5.0]
+    assert before_free == pytest.approx(before_held) and before_held > 0.01
+    assert free["anchor_kl"] == 0.0 and held["anchor_kl"] > 0.0  # reported only where it is in the loss
+    assert after_held < 0.5 * before_held and after_held < after_free, result
 
 
 def test_stale_episodes_are_dropped_and_human_steps_feed_the_demo_buffer(tmp_path, tiny_export, tiny_critic, learner_keys):

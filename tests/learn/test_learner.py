@@ -88,6 +88,17 @@ def sim_episodes(tiny_export, n, version=0, seed=0):
         actor.close()
 
 
+def move_to_version_one(learner: Learner, scale: float, seed: int | None = 0) -> None:
+    """Version 1: the action head moved by ``scale`` x noise since version 0 acted (as updates move it)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in learner.model.action_head.parameters():
+            p.add_(scale * torch.randn_like(p))
+    learner.version = 1
+    learner.versions.add(1, learner.model.state_dict())
+
+
 def test_behaviour_log_probs_are_recomputed_so_the_first_ratio_is_one(tmp_path, tiny_export, tiny_critic, learner_keys):
     learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys), log_fn=lambda *_: None)
     d, _ = learner.prepare(sim_episodes(tiny_export, 2))
@@ -111,11 +122,7 @@ def test_decoupled_ratio_starts_at_one_for_episodes_of_the_previous_version(tmp_
     ppo = {"epochs": 1, "minibatch_size": 256, "lr": 0.0, "decoupled": decoupled, "max_behaviour_weight": 1.5}
     learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo), log_fn=lambda *_: None)
     episodes = sim_episodes(tiny_export, 2)  # acted by version 0
-    with torch.no_grad():  # version 1: the weights moved since those episodes were acted
-        for p in learner.model.action_head.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    learner.version = 1
-    learner.versions.add(1, learner.model.state_dict())
+    move_to_version_one(learner, 0.2, seed=None)  # the weights moved since those episodes were acted
     row = learner.update(episodes)
     assert row["batch_decisions"] > 10
     if decoupled:
@@ -137,12 +144,7 @@ def test_the_per_dimension_ratio_clips_and_limits_each_dimension_not_the_whole_c
         ppo = {"epochs": 1, "minibatch_size": 256, "lr": 0.0, "ratio_per_dimension": per_dimension}
         learner = Learner(learner_config(tmp_path / str(per_dimension), tiny_export, tiny_critic, learner_keys, ppo=ppo),
                           log_fn=lambda *_: None)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            for p in learner.model.action_head.parameters():
-                p.add_(0.02 * torch.randn_like(p))
-        learner.version = 1
-        learner.versions.add(1, learner.model.state_dict())
+        move_to_version_one(learner, 0.02)
         rows[per_dimension] = learner.update(episodes)
         learner.close()
     chunk, per_dim = rows[False], rows[True]
@@ -245,12 +247,7 @@ def test_the_anchor_pulls_the_policy_back_towards_the_starting_policy(tmp_path, 
         learner = Learner(learner_config(tmp_path / str(coef), tiny_export, tiny_critic, learner_keys, ppo=ppo),
                           log_fn=lambda *_: None)
         assert (learner.reference is not None) == (coef > 0)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            for p in learner.model.action_head.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        learner.version = 1
-        learner.versions.add(1, learner.model.state_dict())
+        move_to_version_one(learner, 0.05)
         d, _ = learner.prepare(episodes)
 
         def kl_to_start():

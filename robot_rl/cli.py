@@ -128,9 +128,17 @@ def _train_bc(args) -> int:
 
 
 def _export(args) -> int:
-    from robot_rl.inference.export import export_policy, record_evaluation
+    from robot_rl.inference.export import export_learned_weights, export_policy, record_evaluation
 
-    export_policy(args.checkpoint, args.out, data_dir=args.data)
+    if (args.checkpoint is None) == (args.weights is None):
+        raise SystemExit("robot-rl export: give either --checkpoint (train-bc) or --weights (a learner's version)")
+    if args.weights is not None:
+        if args.base is None:
+            raise SystemExit("robot-rl export --weights: --base is required (the export the learner started from, "
+                             "e.g. policies/sim_default)")
+        export_learned_weights(args.weights, args.base, args.out, data_dir=args.data)
+    else:
+        export_policy(args.checkpoint, args.out, data_dir=args.data)
     if args.evaluate:
         record_evaluation(args.out, _run_evaluation(args.out, args.evaluate, "onnxruntime", args.merge))
     if args.tensorrt:
@@ -397,8 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.set_defaults(func=_train_bc)
 
-    p = sub.add_parser("export", help="checkpoint -> policy.onnx + metadata.json, with a parity check")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("export", help="checkpoint or learned weights -> policy.onnx + metadata.json, with a parity check")
+    p.add_argument("--checkpoint", help="a train-bc checkpoint")
+    p.add_argument("--weights", help="a version the learner published (RUN_DIR/weights/v<N>.safetensors)")
+    p.add_argument("--base", help="with --weights: the export the learner started from (its architecture and "
+                                  "instructions), e.g. policies/sim_default")
     p.add_argument("--out", required=True, help="export directory, e.g. policies/NAME")
     p.add_argument("--data", help="episodes for the parity check (default: the checkpoint's training data, else sim)")
     p.add_argument("--evaluate", type=int, default=0, metavar="N", help="also measure success on N seeds per task")

@@ -1,4 +1,5 @@
-"""``robot-rl export``: a trained checkpoint -> ``policy.onnx`` + ``metadata.json`` (+ weights).
+"""``robot-rl export``: a trained checkpoint, or a version the learner published, -> ``policy.onnx`` +
+``metadata.json`` (+ weights).
 
 The directory follows the export contract of ``docs/policy-export.md``, which any model can meet
 (the policy node does not care who trained it). Before anything is written for good, ONNX Runtime
@@ -127,6 +128,42 @@ def export_policy(checkpoint: str, out_dir: str, data_dir: str | None = None, ev
     return metadata
 
 
+def export_learned_weights(weights: str, base: str, out_dir: str, data_dir: str | None = None,
+                           evaluation: dict | None = None, opset: int = 17, log=print) -> dict:
+    """Export a version the learner published (``RUN_DIR/weights/v<N>.safetensors``, the weights the
+    robots ran) on the architecture and instruction table of the export it was trained from
+    (``base``, e.g. ``policies/sim_default``): what the loop learned, deployable like any export.
+
+    The learner trains every parameter of the starting policy and none of its configuration, so the
+    base's ``model_config`` and instruction embeddings are the version's; the normalisation travels in
+    the weights themselves. Weights of another architecture are refused naming both files."""
+    import re
+
+    from robot_rl.inference.backends import read_metadata
+    from robot_rl.inference.weights import model_from_weights
+
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: expected weights the learner published "
+                                "(RUN_DIR/weights/v<N>.safetensors)")
+    base_metadata = read_metadata(base)
+    try:
+        model = model_from_weights(base_metadata["model_config"], path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; they were not trained from {base} (its model_config "
+                         "is the architecture they are loaded into)") from exc
+    number = re.fullmatch(r"v(\d+)", path.stem)
+    version = int(number.group(1)) if number else None
+    extra = {"model_version": f"learner-v{version if version is not None else path.stem}-{time.strftime('%Y%m%d%H%M%S')}",
+             "source_weights": str(path), "learner_version": version,
+             "base_policy": {"dir": str(base), "model_version": base_metadata.get("model_version")}}
+    embeddings = {k: np.asarray(v, np.float32) for k, v in base_metadata.get("instruction_embeddings", {}).items()}
+    metadata = export_model(model, out_dir, embeddings, data_dir, evaluation, opset, extra)
+    log(f"exported {path} (on {base}) -> {out_dir} (parity max |diff| actions "
+        f"{metadata['parity']['max_abs_diff']['actions']:.2e} over {metadata['parity']['samples']} observations)")
+    return metadata
+
+
 def export_model(model, out_dir: str, embeddings: dict[str, np.ndarray], data_dir: str | None = None,
                  evaluation: dict | None = None, opset: int = 17, extra: dict | None = None) -> dict:
     """Write ``policy.onnx``, ``weights.safetensors`` and ``metadata.json`` for a :class:`VLAModel`.
@@ -134,7 +171,6 @@ def export_model(model, out_dir: str, embeddings: dict[str, np.ndarray], data_di
     Everything is staged in a temporary directory and checked there (ONNX Runtime against PyTorch
     on real observations); only a passing export replaces what ``out_dir`` held.
     """
-    import torch
     from safetensors.torch import save_file
 
     from robot_rl.inference.backends import OnnxRuntimeBackend, TorchBackend

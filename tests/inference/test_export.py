@@ -20,6 +20,47 @@ def test_export_writes_the_contract_and_passes_parity(tiny_export):
     assert "reach the red cube" in m["instruction_embeddings"]
 
 
+def test_a_version_the_learner_published_exports_on_its_base_and_acts_as_trained(tiny_export, tmp_path):
+    """``robot-rl export --weights RUN/weights/v<N>.safetensors --base EXPORT``: the loop's result becomes
+    a deployable export (ONNX Runtime, like any other) that runs the learned weights, not the base's."""
+    import torch
+
+    from robot_rl.cli import main
+    from robot_rl.learn.learner import load_start_policy, state_bytes
+
+    learned, _ = load_start_policy(str(tiny_export))
+    torch.manual_seed(0)
+    with torch.no_grad():  # what 40 updates might have done to the action head
+        for p in learned.action_head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    weights = tmp_path / "run" / "weights" / "v40.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(state_bytes(learned))
+    out = tmp_path / "learned_policy"
+    assert main(["export", "--weights", str(weights), "--base", str(tiny_export), "--out", str(out)]) == 0
+    m, base = read_metadata(out), read_metadata(tiny_export)
+    assert m["model_version"].startswith("learner-v40-") and m["learner_version"] == 40
+    assert m["base_policy"] == {"dir": str(tiny_export), "model_version": base["model_version"]}
+    assert m["instruction_embeddings"] == base["instruction_embeddings"] and m["model_config"] == base["model_config"]
+    assert m["parity"]["max_abs_diff"]["actions"] <= m["parity"]["tolerance"]["actions"]
+    sample = observation_samples(learned, None, count=2)
+    sample["instruction"] = np.stack([base["instruction_embeddings"]["reach the red cube"]] * 2).astype(np.float32)
+    with torch.no_grad():
+        expected = learned({c: torch.from_numpy(sample[f"image_{c}"]) for c in base["cameras"]},
+                           torch.from_numpy(sample["joint_positions"]), torch.from_numpy(sample["instruction"]))[0].numpy()
+    acted = make_backend("onnxruntime", out).run(sample)["actions"]
+    np.testing.assert_allclose(acted, expected, atol=1e-3)
+    assert np.abs(acted - make_backend("onnxruntime", tiny_export).run(sample)["actions"]).max() > 1e-2
+
+    other = tmp_path / "other.safetensors"  # weights of another architecture: refused, naming both
+    other.write_bytes(state_bytes(torch.nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match=rf"{other}: weights do not fit the model.*not trained from {tiny_export}"):
+        main(["export", "--weights", str(other), "--base", str(tiny_export), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match="--base is required"):
+        main(["export", "--weights", str(weights), "--out", str(tmp_path / "x")])
+
+
 def test_every_installed_backend_gives_the_actions_of_torch(tiny_export, tiny_checkpoint):
     model = model_from_checkpoint(load_checkpoint(tiny_checkpoint[0]))
     sample = observation_samples(model, None, count=4)  # frames rendered in the sim, not the training data

@@ -130,8 +130,6 @@ def _train_bc(args) -> int:
 def _export(args) -> int:
     from robot_rl.inference.export import export_learned_weights, export_policy, record_evaluation
 
-    if (args.checkpoint is None) == (args.weights is None):
-        raise SystemExit("robot-rl export: give either --checkpoint (train-bc) or --weights (a learner's version)")
     if args.weights is not None:
         if args.base is None:
             raise SystemExit("robot-rl export --weights: --base is required (the export the learner started from, "
@@ -406,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train_bc)
 
     p = sub.add_parser("export", help="checkpoint or learned weights -> policy.onnx + metadata.json, with a parity check")
-    p.add_argument("--checkpoint", help="a train-bc checkpoint")
-    p.add_argument("--weights", help="a version the learner published (RUN_DIR/weights/v<N>.safetensors)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a train-bc checkpoint")
+    source.add_argument("--weights", help="a version the learner published (RUN_DIR/weights/v<N>.safetensors)")
     p.add_argument("--base", help="with --weights: the export the learner started from (its architecture and "
                                   "instructions), e.g. policies/sim_default")
     p.add_argument("--out", required=True, help="export directory, e.g. policies/NAME")

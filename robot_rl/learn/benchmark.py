@@ -350,7 +350,6 @@ DEFAULTS_BEFORE_LEARNER_SETTINGS = {"ppo": {"value_steps": 0}}
 # existed, so a report that does not record one ran with it (and a run asking for another value is
 # refused). Each new field of PPOConfig or RewardConfig goes here.
 SETTINGS_ADDED_LATER = {"ppo": {"anchor_coef": 0.0}}
-_NOT_RECORDED = object()
 
 
 def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -> dict:
@@ -586,11 +585,9 @@ def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = Fal
             continue  # an arm the report did not run: nothing of it is kept
         then = recorded[arm] if recorded is not None else _settings_before_they_were_recorded(config, theirs.get("learner"), arm)
         now = json.loads(json.dumps(learner_settings(config, arm)))
-        for section, values in now.items():
-            for k, v in values.items():
-                was = then.get(section, {}).get(k, SETTINGS_ADDED_LATER.get(section, {}).get(k, _NOT_RECORDED))
-                if was != v:
-                    differ.append(f"{arm} {section}.{k} {None if was is _NOT_RECORDED else was!r} (now {v!r})")
+        then = {section: {**SETTINGS_ADDED_LATER.get(section, {}), **then.get(section, {})} for section in now}
+        differ += [f"{arm} {section}.{k} {then[section].get(k)!r} (now {v!r})"
+                   for section, values in now.items() for k, v in values.items() if then[section].get(k) != v]
     if bool(earlier.get("quick")) != quick:
         differ.append(f"quick {bool(earlier.get('quick'))} (now {quick})")
     policy_then, policy_now = earlier.get("policy") or {}, _policy_summary(config)

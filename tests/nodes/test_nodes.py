@@ -186,8 +186,12 @@ def test_policy_acts_once_per_complete_set_of_frames_and_skips_a_silent_camera(r
     # When this 2-core machine stalls the process, deliveries of the two topics can be reordered and a
     # set can pair a front frame with the wrist frame one tick older (still within max_observation_age);
     # that may happen now and then, never more than one tick apart.
+    chunks = list(cams.chunks)
+    # a chunk may pair this tick's front frame with the previous wrist frame while the tick is still
+    # sending its own wrist frame (the 10 ms between them): let that tick finish recording it
+    wait(lambda: all(stamp in cams.wrist_sent for stamp, _ in chunks), 1.0, "wrist frames of the chunks' ticks")
     own_tick = 0
-    for stamp, arrived in list(cams.chunks):
+    for stamp, arrived in chunks:
         assert stamp in cams.wrist_sent
         own_tick += arrived > cams.wrist_sent[stamp]
         older = [s for s in cams.wrist_sent if s < stamp]

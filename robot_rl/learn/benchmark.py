@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rl.sim.oracle import ORACLE_VERSION
 from robot_rl.sim.tasks import TASKS, get_task
 
 EVAL_SEED = 10_000  # held-out layouts (robot_rl.policy.evaluate uses the same range)
@@ -302,8 +303,8 @@ def _keys(run_dir: Path) -> dict:
 
 def demos_dir_name(config: LearningBenchConfig) -> str:
     """The demonstrations' cache directory, named by what they are, so that a run with another count,
-    task set or starting policy never reuses demonstrations collected for a different one."""
-    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED])
+    task set, starting policy or oracle never reuses demonstrations collected for a different one."""
+    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED] + ([ORACLE_VERSION] if ORACLE_VERSION > 1 else []))
     return f"demos-{config.demos_per_task}-per-task-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
@@ -595,6 +596,13 @@ def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = Fal
         policy_now.pop("model_version")
     if any(policy_then.get(k) != v for k, v in policy_now.items()):
         differ.append(f"starting policy {policy_then!r} (now {policy_now!r})")
+    # The oracle made the demonstrations and plays the human, so the runs of arms with either are only
+    # comparable within one oracle version (reports written before it was recorded had the first).
+    with_oracle = [arm for arm in config.arms if (ARMS[arm].human or ARMS[arm].demo_replay)
+                   and any(r.get("arm") == arm for r in earlier["runs"])]
+    if with_oracle and earlier.get("oracle_version", 1) != ORACLE_VERSION:
+        differ.append(f"oracle_version {earlier.get('oracle_version', 1)} (now {ORACLE_VERSION}) in the runs of "
+                      + ", ".join(with_oracle))
     if differ:
         raise ValueError(f"--resume: {path} was measured with other settings: {'; '.join(differ)}. "
                          "Write the new runs to another --json, or run without --resume to start over.")
@@ -650,7 +658,7 @@ def _report(config: LearningBenchConfig, runs: list[dict], started: float, quick
         "claim": "none: --quick only shows that the pipeline runs" if quick else "measured",
         "config": asdict(config),
         "learner_settings": {arm: learner_settings(config, arm) for arm in config.arms},
-        "policy": _policy_summary(config),
+        "policy": _policy_summary(config), "oracle_version": ORACLE_VERSION,
         "summary": summary, "goals": goals(summary),
         "wall_s_per_seed_all_arms": per_seed_wall, "wall_s_total": round(time.perf_counter() - started, 1),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),

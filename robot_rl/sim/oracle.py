@@ -25,6 +25,13 @@ from robot_rl.sim.world import ObjectPose
 GRIPPER_OPEN = 0.04
 GRIPPER_CLOSED = 0.0
 
+# What the oracle does, as a number that changes with it. Demonstrations, and benchmark reports whose
+# simulated human is this oracle, are only comparable within one version.
+#   1: the first design.
+#   2: push descends in a funnel behind the cube instead of dropping only within 12 mm of the pre-push
+#      point (docs/learning-benchmark.md, item 22).
+ORACLE_VERSION = 2
+
 
 @dataclass(frozen=True)
 class ArmKinematics:
@@ -93,6 +100,7 @@ def _wrap(angle: float, period: float) -> float:
 class OracleConfig:
     max_speed: float = 0.35  # m/s of the gripper site
     push_speed: float = 0.12  # m/s while in contact with the cube
+    push_funnel: float = 0.04  # m: within this of the pre-push point (and behind the cube) the descent starts
     hover: float = 0.09  # height above an object's top for travel
     chunk_length: int = 1
 
@@ -197,11 +205,22 @@ class ScriptedOracle:
             goal_xy = grip[:2] + _clip_norm(goal_xy - grip[:2], self.config.push_speed * self.dt)
             return np.array([goal_xy[0], goal_xy[1], push_z]), yaw, math.pi, GRIPPER_CLOSED
         pre = cube[:2] - d * (standoff + 0.012)
-        if np.linalg.norm(grip[:2] - pre) < 0.012:
-            self.phase = "descend"
-            return np.array([pre[0], pre[1], push_z]), yaw, math.pi, GRIPPER_CLOSED
-        self.phase = "approach"
         above = np.array([pre[0], pre[1], 0.04 + self.config.hover])
+        to_pre = float(np.linalg.norm(grip[:2] - pre))
+        # The fingers' front faces (0.012 ahead of the grip site) are clear of the cube's back face.
+        clear_behind = along < -(0.02 + 0.012 + 0.004)
+        if clear_behind and to_pre < self.config.push_funnel:
+            # Descend in a funnel: the height target falls with the horizontal distance to the
+            # pre-push point, so a gripper a centimetre off keeps descending while it slides into
+            # line, and one that is already low never climbs (behind the cube nothing is in the way).
+            # A go/no-go threshold here, the first design, taught a learner the average of "drop" and
+            # "climb back to travel height": it hovered with the fingertips at the cube's top edge and
+            # tipped the cube.
+            self.phase = "descend"
+            share = float(np.clip((to_pre - 0.006) / (self.config.push_funnel - 0.006), 0.0, 1.0))
+            height = min(push_z + share * (above[2] - push_z), max(float(grip[2]), push_z))
+            return np.array([pre[0], pre[1], height]), yaw, math.pi, GRIPPER_CLOSED
+        self.phase = "approach"
         return self._travel(grip, above, above[2]), yaw, math.pi, GRIPPER_CLOSED
 
     def _pick_cube(self, q, grip, objects):

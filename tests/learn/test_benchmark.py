@@ -101,6 +101,14 @@ def test_demonstrations_are_cached_per_count_tasks_and_policy():
     assert demos_dir_name(LearningBenchConfig(demos_per_task=50)).startswith("demos-50-per-task-")
 
 
+def test_demonstrations_of_another_oracle_are_not_reused(monkeypatch):
+    import robot_rl.learn.benchmark as benchmark
+
+    now = demos_dir_name(LearningBenchConfig())
+    monkeypatch.setattr(benchmark, "ORACLE_VERSION", benchmark.ORACLE_VERSION + 1)
+    assert demos_dir_name(LearningBenchConfig()) != now
+
+
 def test_an_evaluator_whose_benchmark_was_killed_stops_waiting(tmp_path, tiny_export):
     import os
     import threading
@@ -173,7 +181,8 @@ def test_resume_refuses_a_report_of_another_experiment(tmp_path, tiny_export, mo
     out = tmp_path / "learning.json"
     report = {"benchmark": "learning", "quick": False, "runs": [],
               "config": json.loads(json.dumps(asdict(LearningBenchConfig(**settings)))),
-              "policy": benchmark._policy_summary(LearningBenchConfig(**settings))}
+              "policy": benchmark._policy_summary(LearningBenchConfig(**settings)),
+              "oracle_version": benchmark.ORACLE_VERSION}
     out.write_text(json.dumps(report))
     monkeypatch.setattr(benchmark, "run_arm", lambda *a: pytest.fail("nothing may run on a refused resume"))
     with pytest.raises(ValueError, match=r"learning.json was measured with other settings: episodes 5 \(now 10\)"):
@@ -186,6 +195,21 @@ def test_resume_refuses_a_report_of_another_experiment(tmp_path, tiny_export, mo
     out.write_text(json.dumps({**report, "policy": {**report["policy"], "parameters": 1}}))
     with pytest.raises(ValueError, match="starting policy"):
         bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+    # the oracle plays the human and made the demonstrations: the HIL runs of a report of the first one
+    # (which did not record its version) are another experiment since it changed; PPO-only runs are not
+    run = {"seed": 0, "wall_s": 1.0, "train_s": 1.0, "training": {"intervention_rate": 0.0}, "learner": {},
+           "evaluations": [{"episodes": n, "version": 0, "mean": 0.5, "per_task": {"reach_cube": 0.5}} for n in (0, 5)]}
+    first_oracle = {**{k: v for k, v in report.items() if k != "oracle_version"},
+                    "learner_settings": {arm: benchmark.learner_settings(LearningBenchConfig(**settings), arm)
+                                         for arm in ("progress", "progress+hil")}}
+    out.write_text(json.dumps({**first_oracle, "runs": [{**run, "arm": "progress+hil"}]}))
+    monkeypatch.setattr(benchmark, "ORACLE_VERSION", 2)
+    with pytest.raises(ValueError, match=r"oracle_version 1 \(now 2\) in the runs of progress\+hil"):
+        bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
+    out.write_text(json.dumps({**first_oracle, "runs": [{**run, "arm": "progress"}]}))
+    kept = bench_learning(LearningBenchConfig(**{**settings, "arms": ["progress"]}), str(out), resume=True,
+                          echo=lambda *_: None)
+    assert [r["arm"] for r in kept["runs"]] == ["progress"] and kept["oracle_version"] == 2
     out.write_text("{not json")
     with pytest.raises(ValueError, match="learning.json is not a readable benchmark report"):
         bench_learning(LearningBenchConfig(**settings), str(out), resume=True, echo=lambda *_: None)
@@ -211,7 +235,8 @@ def test_resume_compares_the_learner_settings_that_ran_not_how_they_were_asked_f
     def old_report(learner: dict) -> None:  # written before reports recorded learner_settings
         config = json.loads(json.dumps(asdict(LearningBenchConfig(**settings, learner=learner))))
         out.write_text(json.dumps({"benchmark": "learning", "quick": False, "runs": [run], "config": config,
-                                   "policy": benchmark._policy_summary(LearningBenchConfig(**settings))}))
+                                   "policy": benchmark._policy_summary(LearningBenchConfig(**settings)),
+                                   "oracle_version": benchmark.ORACLE_VERSION}))
 
     old_report({})  # the value fit off: the default then
     with pytest.raises(ValueError, match=r"sparse ppo.value_steps 0 \(now 200\)"):

@@ -66,3 +66,30 @@ def test_oracle_chunks_have_requested_length_and_respect_speed(world):
     points = [kin.forward(q)[0] for q in chunk]
     steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
     assert np.all(steps <= oracle.config.max_speed * world.control_period + 1e-9)
+
+
+def test_push_descends_behind_the_cube_while_it_slides_into_line(world):
+    """A gripper a little off the pre-push point, behind the cube, keeps descending and slides into
+    line. It does not climb back to travel height to start over: a learner imitating such a
+    drop-or-climb threshold hovered with its fingertips at the cube's top edge and tipped the cube
+    (docs/learning-benchmark.md, item 22)."""
+    from robot_rl.sim.world import ObjectPose
+
+    oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
+    oracle.reset("push_cube_to_pad")
+    upright = np.array([1.0, 0.0, 0.0, 0.0])
+    cube, pad = np.array([0.35, 0.0, 0.02]), np.array([0.33, 0.2, 0.0])
+    objects = {"cube": ObjectPose(cube, upright), "pad": ObjectPose(pad, upright),
+               "button": ObjectPose(np.array([0.22, -0.15, 0.014]), upright)}
+    d = (pad - cube)[:2] / np.linalg.norm((pad - cube)[:2])
+    across = np.array([d[1], -d[0]])
+    pre = cube[:2] - d * 0.052
+    for off_line in (0.0, 0.015, -0.025):
+        for height in (0.06, 0.12):
+            start = np.array([*(pre + off_line * across), height])
+            q = np.append(oracle.kin.inverse(start, finger_yaw=math.atan2(d[1], d[0]) + math.pi / 2), 0.0)
+            target = oracle.kin.forward(oracle.act(q, objects)[0])[0]
+            assert target[2] <= height + 1e-6, (off_line, height, target)  # never climbs
+            if abs(off_line) < 0.02:
+                assert target[2] < height - 0.005, (off_line, height, target)  # and within 2 cm descends
+            assert np.linalg.norm(target[:2] - pre) < max(abs(off_line), 1e-3) + 1e-6, (off_line, height, target)

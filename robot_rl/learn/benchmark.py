@@ -514,8 +514,10 @@ def goals(summary: dict) -> dict:
         out["progress_above_sparse"] = progress["final"] - sparse["final"] > spread
     if hil and progress:
         h, p = hil["episodes_to_80"], progress["episodes_to_80"]
-        out["progress+hil_reaches_0.8_in_two_thirds_of_progress"] = (
-            h is not None and (p is None or h <= 2 * p / 3))
+        # Where progress never got there, all that is known is that it needs more than the run's length,
+        # so the goal is shown only if the HIL arm got there within two thirds of that length.
+        needed = p if p is not None else progress["episodes"][-1]
+        out["progress+hil_reaches_0.8_in_two_thirds_of_progress"] = h is not None and h <= 2 * needed / 3
     return out
 
 

@@ -54,7 +54,7 @@ def test_the_demo_replay_arm_has_the_hil_arms_demo_phase_and_no_human(tmp_path, 
 
 def test_goals_are_checked_on_the_measured_curves():
     def arm(curve, std=0.0):
-        return {"final": curve[-1], "std_success": [std] * len(curve),
+        return {"final": curve[-1], "std_success": [std] * len(curve), "episodes": [0, 25, 50, 75],
                 "episodes_to_80": episodes_to_reach([0, 25, 50, 75], curve, 0.8)}
 
     assert episodes_to_reach([0, 25, 50], [0.3, 0.8, 0.9], 0.8) == 25
@@ -67,6 +67,13 @@ def test_goals_are_checked_on_the_measured_curves():
                     "progress+hil": arm([0.3, 0.5, 0.7, 0.85])})
     assert missed == {"progress+hil_final_at_least_0.9": False, "progress_above_sparse": False,
                       "progress+hil_reaches_0.8_in_two_thirds_of_progress": False}
+    # progress never reaches 0.8 in the run: it needs more than 75 episodes, so the HIL arm shows the goal
+    # by getting there within 50, not at 75 (that would need progress to need 113 or more, unknown)
+    never = arm([0.3, 0.5, 0.6, 0.7])
+    assert goals({"progress": never, "progress+hil": arm([0.3, 0.6, 0.8, 0.8])})[
+        "progress+hil_reaches_0.8_in_two_thirds_of_progress"] is True
+    assert goals({"progress": never, "progress+hil": arm([0.3, 0.6, 0.7, 0.8])})[
+        "progress+hil_reaches_0.8_in_two_thirds_of_progress"] is False
 
 
 def test_the_hil_arm_has_its_demo_phase_and_the_run_overrides_win():

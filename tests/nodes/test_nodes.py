@@ -85,10 +85,14 @@ def test_commands_flow_and_stale_camera_makes_safety_hold(ros):
     robot.camera_on = False
     time.sleep(0.6)  # > max_observation_age + one chunk
     robot.executed.clear()
+    # at least 0.5 s of commands (10 at 20 Hz); a loaded CI machine once delivered none in 0.5 s, so
+    # this waits for them rather than sleeping a fixed time
     time.sleep(0.5)
-    sources = {m.header.frame_id for m in robot.executed}
+    wait(lambda: len(robot.executed) >= 5, 5, "commands while the camera is stale")
+    executed = list(robot.executed)
+    sources = {m.header.frame_id for m in executed}
     assert sources == {"hold"}, sources
-    held = {tuple(m.position) for m in robot.executed}
+    held = {tuple(m.position) for m in executed}
     assert len(held) == 1  # the arm holds one position
     robot.camera_on = True
     wait(lambda: robot.executed[-1].header.frame_id == "policy", 5, "policy resuming with fresh frames")

@@ -304,7 +304,7 @@ def _keys(run_dir: Path) -> dict:
 def demos_dir_name(config: LearningBenchConfig) -> str:
     """The demonstrations' cache directory, named by what they are, so that a run with another count,
     task set, starting policy or oracle never reuses demonstrations collected for a different one."""
-    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED] + ([ORACLE_VERSION] if ORACLE_VERSION > 1 else []))
+    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED, ORACLE_VERSION])
     return f"demos-{config.demos_per_task}-per-task-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 

@@ -147,11 +147,19 @@ def _export(args) -> int:
     return 0
 
 
-def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest", execute_steps: int = 0) -> dict:
+def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest", execute_steps: int = 0,
+                    threads: int | None = None) -> dict:
     from robot_rl.inference.backends import read_metadata
     from robot_rl.policy.base import PolicyConfig, make_policy
     from robot_rl.policy.evaluate import EVAL_SEED, evaluate_policy
 
+    if threads:
+        # Another thread count can round a convolution differently, and at a contact one rounding
+        # difference makes another episode: pin it to reproduce a measurement (bench learning's
+        # evaluator runs PyTorch on one thread).
+        import torch
+
+        torch.set_num_threads(threads)
     m = read_metadata(path)
     policy = make_policy(PolicyConfig(type="vla", options={"path": path, "backend": backend}))
     if execute_steps > 0:  # the learning benchmark's protocol: query, execute that many chunk points, query again
@@ -159,7 +167,8 @@ def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest
         from robot_rl.sim.tasks import TASKS
 
         result = {"seeds": [EVAL_SEED, EVAL_SEED + episodes - 1], "episodes_per_task": episodes,
-                  "execute_steps": execute_steps, **evaluate_weights(policy, list(TASKS), episodes, execute_steps)}
+                  "execute_steps": execute_steps, "threads": threads,
+                  **evaluate_weights(policy, list(TASKS), episodes, execute_steps)}
     else:
         result = evaluate_policy(policy, m["cameras"], m["image_width"], m["image_height"], m["control_rate_hz"],
                                  episodes=episodes, merge=merge,
@@ -172,7 +181,7 @@ def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest
 def _evaluate(args) -> int:
     import json
 
-    result = _run_evaluation(args.policy, args.episodes, args.backend, args.merge, args.execute_steps)
+    result = _run_evaluation(args.policy, args.episodes, args.backend, args.merge, args.execute_steps, args.threads)
     if args.json:
         from pathlib import Path
 
@@ -425,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--execute-steps", type=int, default=0,
                    help="query the policy every N steps and execute N points of each chunk, as `bench learning` "
                         "evaluates (0: query every step, --merge decides)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch CPU threads (default 1, as `bench learning`'s evaluator, whose numbers --execute-steps "
+                        "then reproduces episode for episode; 0: PyTorch's default)")
     p.add_argument("--json")
     p.set_defaults(func=_evaluate)
 

@@ -51,6 +51,7 @@ def test_evaluate_with_the_learning_benchmarks_protocol(tiny_export, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(result.read_text())
     assert report["execute_steps"] == 4 and report["seeds"] == [10000, 10001]
+    assert report["threads"] == 1  # bench learning's evaluator runs on one thread: the default reproduces it
     policy = make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "backend": "torch"}))
     expected = evaluate_weights(policy, list(report["per_task"]), 2, 4)  # what bench learning's evaluator measures
     assert report["per_task"] == expected["per_task"] and report["mean"] == expected["mean"]

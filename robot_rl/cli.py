@@ -148,7 +148,8 @@ def _export(args) -> int:
 
 
 def _run_evaluation(path: str, episodes: int, backend: str, merge: str = "latest", execute_steps: int = 0,
-                    threads: int | None = None) -> dict:
+                    threads: int = 0) -> dict:
+    """Success per task on the fixed evaluation seeds; ``threads`` 0 leaves PyTorch's thread count alone."""
     from robot_rl.inference.backends import read_metadata
     from robot_rl.policy.base import PolicyConfig, make_policy
     from robot_rl.policy.evaluate import EVAL_SEED, evaluate_policy

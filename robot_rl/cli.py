@@ -48,6 +48,15 @@ def _bench(args) -> int:
 
         bench_transport(args.json, quick=args.quick)
         return 0
+    if args.bench == "perception":
+        from robot_rl.learn.perception import PerceptionConfig, run_perception_bench
+
+        config = PerceptionConfig(task=args.task, train_noise_m=args.train_noise_m)
+        if args.quick:
+            config = PerceptionConfig(task=args.task, train_noise_m=args.train_noise_m, demos=4, train_steps=50,
+                                      layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1)
+        run_perception_bench(config, args.policy or [], args.json)
+        return 0
     if args.bench == "inference":
         from robot_rl.inference.bench import bench_inference
 
@@ -122,7 +131,8 @@ def _train_bc(args) -> int:
         model = {k: v if v is not None else TRAIN_BC_MODEL_DEFAULTS[k] for k, v in model.items()}
     config = BCConfig(data=args.data if len(args.data) > 1 else args.data[0], out=args.out, init=args.init,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-                      until_success=not args.whole_episodes, model=model)
+                      until_success=not args.whole_episodes, shift_pad=args.shift_pad,
+                      objects_coef=args.objects_coef, model=model)
     train_bc(config, resume=args.resume)
     return 0
 
@@ -372,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the runs the report at --json already holds for these settings and measure only the "
                         "missing arms and seeds (a stopped benchmark goes on; --seeds 1 grows to --seeds 3)")
     b.set_defaults(func=_bench)
+    b = bsub.add_parser("perception", help="is a task's limit what the policy sees? behaviour cloning on the true "
+                                           "state (with the objects frozen, with noise on the cube) and a linear probe "
+                                           "of a policy's image features for the cube's position")
+    b.add_argument("--task", default="push_cube_to_pad")
+    b.add_argument("--policy", action="append",
+                   help="exported policy whose image features to probe (e.g. policies/sim_default; repeat to compare)")
+    b.add_argument("--json", required=True)
+    b.add_argument("--train-noise-m", type=float, default=0.0,
+                   help="noise (std, metres) on the cube's position in the state policy's training observations")
+    b.add_argument("--quick", action="store_true", help="a smoke run in seconds; claims nothing")
+    b.set_defaults(func=_bench)
     b = bsub.add_parser("transport", help="learner link: episode ingest steps/s + ack latency, weight broadcast "
                                           "latency to 1/4/8 robots (default policy, 100 MB model), vs plain baselines")
     b.add_argument("--json", required=True)
@@ -410,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--whole-episodes", action="store_true",
                    help="learn from the settle tail after success too (default: stop at meta.extra.success_step)")
+    p.add_argument("--shift-pad", type=int, default=4, help="random-shift augmentation in pixels (0: off)")
+    p.add_argument("--objects-coef", type=float, default=0.0,
+                   help="weight of the auxiliary loss predicting the objects' positions from the image features "
+                        "(needs episodes with object_positions: simulated ones from collect; 0: off)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.set_defaults(func=_train_bc)
 

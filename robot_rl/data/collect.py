@@ -2,7 +2,8 @@
 
 Each episode: reset the world with a seed and task, then at every control step render the cameras,
 read the joints, ask the behaviour for its next target and step the world with it, recording what was
-seen and commanded, and the simulator's ground-truth task progress (optional array ``progress``).
+seen and commanded, the simulator's ground-truth task progress (optional array ``progress``) and the
+objects' positions (optional array ``object_positions``, for train-bc's auxiliary loss).
 After success the episode goes on for ``settle_steps`` more steps so that the episodes also show the
 arm staying at the goal; ``meta.extra["success_step"]`` is the row where success was first seen.
 
@@ -16,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from robot_rl.data.episodes import EpisodeMeta, EpisodeWriter, new_episode_id
 from robot_rl.sim.behaviours import NoisyOracle, RandomWalk
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
 from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
-from robot_rl.sim.world import WorldConfig
+from robot_rl.sim.world import OBJECT_ORDER, WorldConfig
 
 
 @dataclass
@@ -71,6 +74,12 @@ def collect(config: CollectConfig, progress=None) -> dict:
     return summary
 
 
+def object_positions(world: TabletopWorld) -> np.ndarray:
+    """(3 x objects,) the positions of ``OBJECT_ORDER``'s objects, ground truth (simulation only)."""
+    poses = world.object_poses()
+    return np.concatenate([poses[name].position for name in OBJECT_ORDER]).astype(np.float32)
+
+
 def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectConfig):
     world.reset(seed, task)
     if isinstance(actor, ScriptedOracle):
@@ -89,7 +98,8 @@ def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectC
         q = world.joint_positions()
         images = {c: world.render(c) for c in config.cameras}
         action = actor.act(q, world.object_poses())[0]
-        writer.add(images, q, action, world.time, extras={"progress": world.task_progress()})
+        writer.add(images, q, action, world.time, extras={"progress": world.task_progress(),
+                                                         "object_positions": object_positions(world)})
         world.step(action)
         if settle is None and world.success():
             settle = config.settle_steps

@@ -23,6 +23,8 @@ import numpy as np
 
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
 
+OBJECTS_ARRAY = "object_positions"  # optional per-step array: ground-truth object positions (sim)
+
 
 @dataclass
 class ChunkBatch:
@@ -31,6 +33,9 @@ class ChunkBatch:
     instructions: list[str]  # (B,)
     actions: np.ndarray  # (B, horizon, J) float32 absolute targets
     returns: np.ndarray  # (B,) float32 discounted success return from step t
+    # (B, 3 x objects) float32 ground-truth object positions at step t, when every episode of the
+    # dataset records them (``object_positions``: simulated demonstrations); None otherwise
+    objects: np.ndarray | None = None
 
 
 class DemoDataset:
@@ -68,6 +73,9 @@ class DemoDataset:
         self.last = [((e.success_step if until_success else None) or len(e)) - 1 for e in episodes]
         self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(self.last[i] + 1)], dtype=np.int64)
         self.control_rate_hz = float(first.control_rate_hz)
+        # train-bc's auxiliary loss needs the objects' positions at every sample, so only a dataset
+        # whose episodes all carry them (simulation) offers them
+        self.has_objects = all(OBJECTS_ARRAY in e.extras for e in episodes)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -77,9 +85,11 @@ class DemoDataset:
 
     def batch(self, rows: np.ndarray) -> ChunkBatch:
         images = {c: [] for c in self.cameras}
-        joints, instructions, actions, returns = [], [], [], []
+        joints, instructions, actions, returns, objects = [], [], [], [], []
         for i, t in self.index[rows]:
             e = self.episodes[i]
+            if self.has_objects:
+                objects.append(e.extras[OBJECTS_ARRAY][t])
             for c in self.cameras:
                 images[c].append(e.images[c][t])
             joints.append(e.joint_positions[t])
@@ -89,7 +99,16 @@ class DemoDataset:
             to_go = self.last[i] - t
             returns.append(self.gamma ** to_go if e.meta.success else 0.0)
         return ChunkBatch({c: np.stack(v) for c, v in images.items()}, np.stack(joints).astype(np.float32),
-                          instructions, np.stack(actions).astype(np.float32), np.asarray(returns, np.float32))
+                          instructions, np.stack(actions).astype(np.float32), np.asarray(returns, np.float32),
+                          np.stack(objects).astype(np.float32) if objects else None)
+
+    def object_statistics(self) -> dict[str, np.ndarray]:
+        """Mean/std of the object positions over the samples (the auxiliary loss's units)."""
+        if not self.has_objects:
+            raise ValueError(f"{', '.join(self.dirs)}: not every episode records '{OBJECTS_ARRAY}' "
+                             "(simulated demonstrations from `robot-rl collect` do)")
+        rows = np.concatenate([e.extras[OBJECTS_ARRAY][: last + 1] for e, last in zip(self.episodes, self.last)])
+        return {"mean": rows.mean(0), "std": rows.std(0)}
 
     def statistics(self, action_mode: str) -> dict[str, np.ndarray]:
         """Per-joint mean/std of joints and of the network target (absolute or delta) chunks."""

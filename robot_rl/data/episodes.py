@@ -14,6 +14,7 @@ One directory per episode under a dataset directory::
                         stamp             float64 (T,) observation time of step t (seconds)
                       optional per-step arrays, T rows each, e.g.
                         progress          float32 (T,) ground-truth task progress (simulation only)
+                        object_positions  float32 (T, 3 x objects) ground-truth positions (simulation only)
 
 An episode is written to ``<episode_id>.partial/`` and renamed into place only when complete, so a
 reader never sees half an episode and a crash leaves the partial directory for inspection.

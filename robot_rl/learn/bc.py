@@ -6,6 +6,13 @@ and the state-independent log-std how far the demos spread around it); the value
 discounted success return, which gives PPO a warm critic. Images get random shifts (pad and crop,
 as in DrQ), the cheapest augmentation that stops a small CNN memorising pixels.
 
+With ``objects_coef`` > 0 (simulated demonstrations only: they record ``object_positions``), an
+auxiliary head predicts every object's position from the image features alone and its squared error
+joins the loss. The action loss teaches the encoder where the cube is only as well as the demonstrated
+chunks need on average; pushing it onto the pad needs the cube's position to a few millimetres
+(``docs/learning-benchmark.md`` item 24), and a 128x96 front camera sees the cube 5 pixels wide. The
+head is training-only: it is kept in the checkpoint (for ``--resume``) and never exported.
+
 Checkpoints hold the model config and weights (normalisation included), the optimiser, the step and
 the RNG state. They are written to a temporary file and renamed, so an interrupted run leaves the
 previous checkpoint whole; ``--resume`` continues from it.
@@ -22,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from robot_rl.data.dataset import DemoDataset
 from robot_rl.policy.text import InstructionEncoder
@@ -38,6 +46,7 @@ class BCConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     value_coef: float = 0.1
+    objects_coef: float = 0.0  # auxiliary loss: the objects' positions from the image features (0: off)
     shift_pad: int = 4  # random-shift augmentation in pixels (0: off)
     eval_fraction: float = 0.05  # held-out samples for the loss we report
     until_success: bool = True  # cut demonstrations at success_step (DemoDataset: the settle tail is the critic's)
@@ -59,20 +68,52 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return out.permute(0, 2, 3, 1).to(torch.uint8)
 
 
-def bc_loss(model: VLAModel, images, joints, text, actions, returns, value_coef: float):
-    mean, log_std, value = model.forward_normalised(images, joints, text)
+OBJECT_HEAD_LR_SCALE = 10.0  # the auxiliary head's learning rate, in units of the policy's
+
+
+class ObjectPositionHead(nn.Module):
+    """Training-only: every object's position (normalised by the data's statistics), linearly from the
+    policy's image features, so that its gradient asks the encoder's keypoints to say where things are."""
+
+    def __init__(self, features: int, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.linear = nn.Linear(features, len(mean))
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
+
+    def loss(self, image_features: torch.Tensor, objects: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The squared error in normalised units, and the mean distance error in millimetres (per object)."""
+        predicted = self.linear(image_features)
+        loss = F.mse_loss(predicted, (objects - self.mean) / self.std)
+        metres = (predicted.detach() * self.std + self.mean - objects).view(len(objects), -1, 3).norm(dim=-1)
+        return loss, float(metres.mean()) * 1e3
+
+
+def bc_loss(model: VLAModel, images, joints, text, actions, returns, value_coef: float,
+            objects: torch.Tensor | None = None, object_head: ObjectPositionHead | None = None, objects_coef: float = 0.0):
+    seen = model.image_features(images)
+    mean, log_std, value = model.forward_normalised(images, joints, text, seen)
     target = model.normalise_target(actions, joints)
     nll = 0.5 * ((target - mean) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
     policy_loss = nll.mean()
     value_loss = F.mse_loss(value, returns)
     mse = F.mse_loss(mean, target)
-    return policy_loss + value_coef * value_loss, {"nll": policy_loss.item(), "mse": mse.item(), "value": value_loss.item()}
+    loss = policy_loss + value_coef * value_loss
+    parts = {"nll": policy_loss.item(), "mse": mse.item(), "value": value_loss.item()}
+    if object_head is not None and objects is not None:
+        object_loss, parts["objects_mm"] = object_head.loss(seen, objects)
+        parts["objects"] = object_loss.item()
+        loss = loss + objects_coef * object_loss
+    return loss, parts
 
 
 def to_tensors(batch, embeddings: dict[str, np.ndarray]):
+    """(images, joints, text, actions, returns, objects or None) as tensors."""
     images = {c: torch.from_numpy(v) for c, v in batch.images.items()}
     text = torch.from_numpy(np.stack([embeddings[i] for i in batch.instructions]))
-    return images, torch.from_numpy(batch.joints), text, torch.from_numpy(batch.actions), torch.from_numpy(batch.returns)
+    objects = torch.from_numpy(batch.objects) if batch.objects is not None else None
+    return (images, torch.from_numpy(batch.joints), text, torch.from_numpy(batch.actions),
+            torch.from_numpy(batch.returns), objects)
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
@@ -166,7 +207,17 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     model = start if start is not None else VLAModel(model_config)
     encoder = encoder or InstructionEncoder()
     embeddings = {i: encoder.encode(i) for i in data.instructions()}
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    object_head = None
+    if config.objects_coef > 0:
+        stats = data.object_statistics()  # names the data when it has no object positions
+        object_head = ObjectPositionHead(model_config.image_features * len(model_config.cameras), stats["mean"], stats["std"])
+    trained = list(model.parameters()) + (list(object_head.parameters()) if object_head is not None else [])
+    groups = [{"params": list(model.parameters())}]
+    if object_head is not None:
+        # the head starts from nothing while a fine-tuned policy moves at a small lr: at the policy's lr
+        # it would still be far from a fit after a thousand steps, and its gradient would say little
+        groups.append({"params": list(object_head.parameters()), "lr": config.lr * OBJECT_HEAD_LR_SCALE})
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     start_step = 0
     rng = np.random.default_rng(config.seed)
     if resume and Path(config.out).is_file():
@@ -176,6 +227,11 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
             raise ValueError(f"checkpoint {config.out} was trained with a different model config; "
                              "start a new one (another --out) or drop --resume")
         model.load_state_dict(payload["model"])
+        if (object_head is not None) != ("object_head" in payload):
+            raise ValueError(f"checkpoint {config.out} was trained {'without' if object_head is not None else 'with'} "
+                             "the auxiliary object loss; resume it with the same --objects-coef")
+        if object_head is not None:
+            object_head.load_state_dict(payload["object_head"])
         optimiser.load_state_dict(payload["optimiser"])
         start_step = int(payload["step"])
         rng.bit_generator.state = payload["rng"]
@@ -202,16 +258,17 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
             "instruction_embeddings": {k: v.tolist() for k, v in embeddings.items()},
             "dataset": {"dir": data.dirs[0], "dirs": data.dirs, "episodes": len(data.episodes), "samples": len(data)},
             "init": config.init,
+            **({"object_head": object_head.state_dict()} if object_head is not None else {}),
         })
 
     def evaluate() -> dict:
         model.eval()
         with torch.no_grad():
-            totals = {"nll": 0.0, "mse": 0.0, "value": 0.0}
+            totals = {"nll": 0.0, "mse": 0.0, "value": 0.0, **({"objects_mm": 0.0} if object_head is not None else {})}
             chunks = np.array_split(eval_rows, max(1, math.ceil(len(eval_rows) / 256)))
             for rows in chunks:
-                images, joints, text, actions, returns = to_tensors(data.batch(rows), embeddings)
-                _, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef)
+                *batch, objects = to_tensors(data.batch(rows), embeddings)
+                _, parts = bc_loss(model, *batch, config.value_coef, objects, object_head, config.objects_coef)
                 for k in totals:
                     totals[k] += parts[k] * len(rows) / len(eval_rows)
         model.train()
@@ -226,17 +283,19 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     model.train()
     for step in range(start_step, config.steps):
         rows = rng.choice(train_rows, size=min(config.batch_size, len(train_rows)), replace=False)
-        images, joints, text, actions, returns = to_tensors(data.batch(rows), embeddings)
+        images, joints, text, actions, returns, objects = to_tensors(data.batch(rows), embeddings)
         images = {c: random_shift(v, config.shift_pad, generator) for c, v in images.items()}
-        loss, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef)
+        loss, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef,
+                              objects, object_head, config.objects_coef)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimiser.step()
         schedule.step()
         if bar:
             bar.update(1)
-            bar.set_postfix(nll=f"{parts['nll']:.3f}", mse=f"{parts['mse']:.3f}")
+            bar.set_postfix(nll=f"{parts['nll']:.3f}", mse=f"{parts['mse']:.3f}",
+                            **({"objects_mm": f"{parts['objects_mm']:.1f}"} if object_head is not None else {}))
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             metrics["train_last"] = parts
             checkpoint(step + 1, metrics)
@@ -244,5 +303,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         bar.close()
     metrics["eval_end"] = evaluate()
     checkpoint(max(config.steps, start_step), metrics)
-    log(f"held-out action mse {metrics['eval_start']['mse']:.4f} -> {metrics['eval_end']['mse']:.4f}; checkpoint {config.out}")
+    objects = (f"; object positions off by {metrics['eval_start']['objects_mm']:.1f} -> {metrics['eval_end']['objects_mm']:.1f} mm"
+               if object_head is not None else "")
+    log(f"held-out action mse {metrics['eval_start']['mse']:.4f} -> {metrics['eval_end']['mse']:.4f}{objects}; checkpoint {config.out}")
     return metrics

@@ -192,18 +192,24 @@ class VLAModel(nn.Module):
                 t = t.clamp_min(eps)
             buf.copy_(t)
 
-    def features(self, images: dict[str, torch.Tensor], joints: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def image_features(self, images: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, image_features x cameras): every camera's encoding, in ``config.cameras`` order."""
         parts = []
         for cam in self.config.cameras:
             x = images[cam].permute(0, 3, 1, 2).to(self.pixel_mean.dtype) / 255.0  # uint8 NHWC -> float NCHW
             parts.append(self.encoders[cam]((x - self.pixel_mean) / self.pixel_std))
-        parts.append(self.joint_proj((joints - self.joint_mean) / self.joint_std))
-        parts.append(self.text_proj(text))
+        return torch.cat(parts, dim=-1)
+
+    def features(self, images: dict[str, torch.Tensor], joints: torch.Tensor, text: torch.Tensor,
+                 image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The trunk's output; ``image_features`` when the caller has already computed them."""
+        seen = self.image_features(images) if image_features is None else image_features
+        parts = [seen, self.joint_proj((joints - self.joint_mean) / self.joint_std), self.text_proj(text)]
         return self.trunk(torch.cat(parts, dim=-1))
 
-    def forward_normalised(self, images, joints, text):
+    def forward_normalised(self, images, joints, text, image_features: torch.Tensor | None = None):
         """Training-side outputs: the normalised action mean (B, H, J), its log-std and the value."""
-        z = self.features(images, joints, text)
+        z = self.features(images, joints, text, image_features)
         b = joints.shape[0]
         mean = self.action_head(z).view(b, self.config.chunk_length, -1)
         return mean, self.log_std.expand_as(mean), self.value_head(z).squeeze(-1)

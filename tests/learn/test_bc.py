@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
-from robot_rl.learn.bc import BCConfig, load_checkpoint, random_shift, train_bc
+from robot_rl.learn.bc import BCConfig, ObjectPositionHead, bc_loss, load_checkpoint, random_shift, to_tensors, train_bc
+from robot_rl.policy.vla import VLAConfig, VLAModel
 from tests.conftest import TINY_MODEL
 
 
@@ -85,3 +87,60 @@ def test_fine_tuning_refuses_demonstrations_the_policy_cannot_read(tiny_export):
     smaller = SimpleNamespace(**{**vars(fits), "image_size": (c.image_height // 2, c.image_width // 2)})
     with pytest.raises(ValueError, match=f"images {c.image_height // 2}x{c.image_width // 2}"):
         check_data_fits(c, smaller, "p")
+
+
+def test_the_auxiliary_object_loss_learns_where_the_objects_are_and_is_never_exported(tiny_demos, tmp_path, encoder):
+    from robot_rl.data.dataset import DemoDataset
+
+    data = DemoDataset(str(tiny_demos), horizon=4)
+    assert data.has_objects  # collect records the objects' ground-truth positions
+    batch = data.batch(np.arange(3))
+    assert batch.objects.shape == (3, 9) and np.all(np.isfinite(batch.objects))
+    # the loss reaches the encoder: a few steps on one batch fit the positions of its objects
+    torch.manual_seed(0)
+    model = VLAModel(VLAConfig.from_dict({**TINY_MODEL, "joint_names": data.joint_names, "image_height": 24,
+                                          "image_width": 32}))
+    stats = data.object_statistics()
+    head = ObjectPositionHead(TINY_MODEL["image_features"] * 2, stats["mean"], stats["std"])
+    images, joints, text, actions, returns, objects = to_tensors(batch, {i: encoder.encode(i) for i in batch.instructions})
+    optimiser = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-2)
+    errors = []
+    for _ in range(40):
+        loss, parts = bc_loss(model, images, joints, text, actions, returns, 0.1, objects, head, objects_coef=1.0)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        errors.append(parts["objects_mm"])
+    assert errors[-1] < 0.2 * errors[0]
+    assert model.encoders["front"].conv[0].weight.grad.abs().sum() > 0
+
+    out = tmp_path / "aux.pt"
+    config = BCConfig(data=str(tiny_demos), out=str(out), steps=20, batch_size=16, lr=2e-3, checkpoint_every=10,
+                      objects_coef=1.0, model=dict(TINY_MODEL))
+    lines = []
+    metrics = train_bc(config, encoder=encoder, progress=False, log=lines.append)
+    assert metrics["eval_end"]["objects_mm"] > 0 and "objects" in metrics["train_last"]
+    assert "object positions off by" in lines[-1]
+    payload = load_checkpoint(out)
+    assert set(payload["object_head"]) == {"linear.weight", "linear.bias", "mean", "std"}
+    assert not any(k.startswith("object") for k in payload["model"])  # the policy itself is unchanged
+    # resuming needs the same setting: the head is part of what was trained
+    config.objects_coef, config.steps = 0.0, 30
+    with pytest.raises(ValueError, match="auxiliary object loss"):
+        train_bc(config, resume=True, encoder=encoder, progress=False, log=lambda *_: None)
+
+
+def test_the_auxiliary_object_loss_names_data_without_object_positions(tiny_demos, tmp_path, encoder):
+    import shutil
+
+    from robot_rl.data.episodes import list_episodes, read_episode, write_episode
+
+    plain = tmp_path / "hardware_like"
+    for path in list_episodes(str(tiny_demos))[:2]:
+        episode = read_episode(path)
+        episode.extras.pop("object_positions")
+        write_episode(str(plain), episode)
+    config = BCConfig(data=str(plain), out=str(tmp_path / "x.pt"), steps=1, objects_coef=1.0, model=dict(TINY_MODEL))
+    with pytest.raises(ValueError, match="object_positions"):
+        train_bc(config, encoder=encoder, progress=False, log=lambda *_: None)
+    shutil.rmtree(plain)

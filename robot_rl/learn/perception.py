@@ -1,0 +1,238 @@
+"""``robot-rl bench perception``: is a task's limit what the policy sees, or imitation itself?
+
+Two measurements, both in the simulated tabletop with the scripted oracle (docs/learning-benchmark.md,
+item 24, asked them of push):
+
+1. **A policy that sees the true state.** The same behaviour-cloning recipe as ``train-bc`` (oracle
+   demonstrations of seeds 0..N-1 cut at success, chunks of ``horizon`` joint deltas, the mean fitted
+   by squared error) but the observation is the simulator state: joints and the objects' positions. It
+   is evaluated like the benchmark (held-out layouts 10000.., queried every ``execute_steps`` steps),
+   then with the objects' positions frozen at the first step (no feedback on where the cube went),
+   then with Gaussian noise on the cube's horizontal position at every query, the error a camera
+   would add. The oracle gets the same noise. If this policy succeeds where the image policy fails,
+   chunking, open-loop execution and the data are not the limit; the noise levels say how precisely
+   the policy must know where the object is.
+2. **What the image policy knows.** A ridge regression (a linear probe) from an exported policy's
+   image features (what its trunk reads) to the cube's horizontal position, fitted on the oracle's
+   frames of some layouts and tested on others, per camera and for both. Its error is an upper
+   bound on how well the features alone place the cube.
+
+No ROS, no rendering for part 1 (the state policy needs no frames); ``--quick`` is a smoke run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
+from robot_rl.sim.tabletop import TabletopWorld
+from robot_rl.sim.tasks import TASKS, get_task
+from robot_rl.sim.world import OBJECT_ORDER, ObjectPose, WorldConfig
+
+HELD_OUT_SEED = 10000  # the benchmark's evaluation layouts
+
+
+@dataclass
+class PerceptionConfig:
+    task: str = "push_cube_to_pad"
+    demos: int = 200  # oracle demonstrations (seeds 0..demos-1), as the shipped policy had per task
+    horizon: int = 8  # chunk length, as the shipped policy's
+    execute_steps: int = 4  # as the benchmark
+    train_steps: int = 6000  # Adam steps of the state policy (batch 256)
+    layouts: int = 50  # held-out layouts per evaluation
+    noise_m: list[float] = field(default_factory=lambda: [0.0025, 0.005, 0.01])  # cube xy noise (std, metres)
+    train_noise_m: float = 0.0  # the same noise on the state policy's training observations (augmentation)
+    probe_fit_layouts: int = 100  # part 2: layouts 20000.. to fit the probe, 30000.. to test it
+    probe_test_layouts: int = 50
+    seed: int = 0
+
+
+def _with_cube_noise(objects: dict[str, ObjectPose], rng: np.random.Generator, std: float) -> dict[str, ObjectPose]:
+    if std <= 0:
+        return objects
+    cube = objects["cube"]
+    return {**objects, "cube": ObjectPose(cube.position + np.r_[rng.normal(0.0, std, 2), 0.0], cube.quaternion)}
+
+
+def _state(q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
+    return np.concatenate([q] + [objects[name].position for name in OBJECT_ORDER]).astype(np.float32)
+
+
+class StatePolicy:
+    """Behaviour cloning on the true state: an MLP from (joints, object positions) to a chunk of joint deltas."""
+
+    def __init__(self, config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle):
+        self.config, self.world, self.oracle = config, world, oracle
+        self.steps = int(TASKS[config.task].max_duration_s * world.config.control_rate_hz)
+
+    def demonstrations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states, chunk targets) of the oracle's successful demonstrations, cut at success like train-bc."""
+        c, rng = self.config, np.random.default_rng(self.config.seed)
+        states, targets = [], []
+        for seed in range(c.demos):
+            self.world.reset(seed, c.task)
+            self.oracle.reset(c.task)
+            qs, seen, actions = [], [], []
+            for _ in range(self.steps):
+                q, objects = self.world.joint_positions(), self.world.object_poses()
+                action = self.oracle.act(q, objects)[0]
+                qs.append(q.copy())
+                seen.append(_state(q, _with_cube_noise(objects, rng, c.train_noise_m)))
+                actions.append(action)
+                self.world.step(action)
+                if self.world.success():
+                    break
+            else:
+                continue  # the oracle failed this layout: not a demonstration
+            last, actions = len(actions) - 1, np.asarray(actions)
+            for t in range(last + 1):
+                rows = np.minimum(np.arange(t, t + c.horizon), last)
+                states.append(seen[t])
+                targets.append((actions[rows] - qs[t][None, :]).reshape(-1))
+        return torch.tensor(np.asarray(states)), torch.tensor(np.asarray(targets, np.float32))
+
+    def train(self) -> dict:
+        torch.manual_seed(self.config.seed)
+        x, y = self.demonstrations()
+        self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-3
+        self.y_mean, self.y_std = y.mean(0), y.std(0) + 1e-3
+        self.net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                       torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                                       torch.nn.Linear(256, y.shape[1]))
+        optimiser = torch.optim.AdamW(self.net.parameters(), 1e-3, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.config.train_steps)
+        xn, yn = (x - self.x_mean) / self.x_std, (y - self.y_mean) / self.y_std
+        for _ in range(self.config.train_steps):
+            rows = torch.randint(0, len(x), (256,))
+            loss = ((self.net(xn[rows]) - yn[rows]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        return {"samples": len(x), "final_loss": round(loss.item(), 5)}
+
+    def chunk(self, q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
+        with torch.no_grad():
+            out = self.net((torch.from_numpy(_state(q, objects)) - self.x_mean) / self.x_std) * self.y_std + self.y_mean
+        return q[None, :] + out.numpy().reshape(self.config.horizon, -1)
+
+    def success_rate(self, execute_steps: int, noise_m: float = 0.0, frozen: bool = False) -> float:
+        c, wins = self.config, 0
+        rng = np.random.default_rng(c.seed)
+        for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + c.layouts):
+            self.world.reset(seed, c.task)
+            first = self.world.object_poses()
+            chunk, k = None, 0
+            for _ in range(self.steps):
+                q = self.world.joint_positions()
+                if chunk is None or k >= execute_steps:
+                    seen = first if frozen else self.world.object_poses()
+                    chunk, k = self.chunk(q, _with_cube_noise(seen, rng, noise_m)), 0
+                self.world.step(chunk[k])
+                k += 1
+                if self.world.success():
+                    wins += 1
+                    break
+        return wins / c.layouts
+
+
+def oracle_success_rate(config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle, noise_m: float) -> float:
+    rng, wins = np.random.default_rng(config.seed), 0
+    steps = int(TASKS[config.task].max_duration_s * world.config.control_rate_hz)
+    for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + config.layouts):
+        world.reset(seed, config.task)
+        oracle.reset(config.task)
+        for _ in range(steps):
+            world.step(oracle.act(world.joint_positions(), _with_cube_noise(world.object_poses(), rng, noise_m))[0])
+            if world.success():
+                wins += 1
+                break
+    return wins / config.layouts
+
+
+def probe_image_features(policy_dir: str, config: PerceptionConfig) -> dict:
+    """Part 2: ridge regression from the policy's image features to the cube's (x, y), in millimetres."""
+    from robot_rl.inference.weights import model_from_weights
+
+    source = Path(policy_dir)
+    meta = json.loads((source / "metadata.json").read_text())
+    model = model_from_weights(meta["model_config"], (source / "weights.safetensors").read_bytes())
+    cams = list(model.config.cameras)
+    world = TabletopWorld(WorldConfig(control_rate_hz=model.config.control_rate_hz, cameras=cams,
+                                      image_width=model.config.image_width, image_height=model.config.image_height))
+    oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
+    steps = int(TASKS[config.task].max_duration_s * world.config.control_rate_hz)
+
+    def frames(first_seed: int, count: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each camera's features (N, F) along the oracle's episodes, and the cube's (x, y) (N, 2)."""
+        features, cube = {c: [] for c in cams}, []
+        for seed in range(first_seed, first_seed + count):
+            world.reset(seed, config.task)
+            oracle.reset(config.task)
+            for _ in range(steps):
+                q, objects = world.joint_positions(), world.object_poses()
+                with torch.no_grad():
+                    for c in cams:
+                        features[c].append(_camera_features(model, c, torch.from_numpy(world.render(c))[None]))
+                cube.append(objects["cube"].position[:2].copy())
+                world.step(oracle.act(q, objects)[0])
+                if world.success():
+                    break
+        return {c: np.concatenate(v) for c, v in features.items()}, np.asarray(cube)
+
+    try:
+        fit, fit_cube = frames(20000, config.probe_fit_layouts)
+        test, test_cube = frames(30000, config.probe_test_layouts)
+    finally:
+        world.close()
+    result = {"policy": str(source), "fit_frames": len(fit_cube), "test_frames": len(test_cube)}
+    for name, chosen in [(c, [c]) for c in cams] + [("all cameras", cams)]:
+        a = np.concatenate([fit[c] for c in chosen] + [np.ones((len(fit_cube), 1))], axis=1)
+        b = np.concatenate([test[c] for c in chosen] + [np.ones((len(test_cube), 1))], axis=1)
+        weights = np.linalg.solve(a.T @ a + 1e-3 * np.eye(a.shape[1]), a.T @ fit_cube)
+        error_mm = np.linalg.norm(b @ weights - test_cube, axis=1) * 1e3
+        result[name] = {"median_mm": round(float(np.median(error_mm)), 1), "p90_mm": round(float(np.percentile(error_mm, 90)), 1)}
+    return result
+
+
+def _camera_features(model, camera: str, image: torch.Tensor) -> np.ndarray:
+    """One camera's encoding (1, F), as the policy's trunk receives it."""
+    x = image.permute(0, 3, 1, 2).to(model.pixel_mean.dtype) / 255.0
+    return model.encoders[camera]((x - model.pixel_mean) / model.pixel_std).numpy()
+
+
+def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_path: str, echo=print) -> dict:
+    get_task(config.task)  # an unknown task names the known ones
+    torch.set_num_threads(1)
+    started = time.time()
+    report: dict = {"benchmark": "perception", "config": asdict(config)}
+    world = TabletopWorld(WorldConfig(control_rate_hz=10.0, cameras=[]))
+    oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
+    try:
+        policy = StatePolicy(config, world, oracle)
+        report["state_policy"] = {"training": policy.train()}
+        rows = report["state_policy"]
+        rows[f"execute_{config.execute_steps}"] = policy.success_rate(config.execute_steps)
+        rows["execute_1"] = policy.success_rate(1)
+        rows[f"execute_{config.execute_steps}_objects_frozen_at_start"] = policy.success_rate(config.execute_steps, frozen=True)
+        for std in config.noise_m:
+            rows[f"execute_{config.execute_steps}_cube_noise_{std * 1e3:g}mm"] = policy.success_rate(config.execute_steps, std)
+            report.setdefault("oracle", {})[f"cube_noise_{std * 1e3:g}mm"] = oracle_success_rate(config, world, oracle, std)
+        echo(f"state policy: {json.dumps(rows)}; oracle: {json.dumps(report.get('oracle', {}))}")
+    finally:
+        world.close()
+    for policy_dir in policy_dirs:
+        probe = probe_image_features(policy_dir, config)
+        report.setdefault("image_features_probe", []).append(probe)
+        echo(f"probe of {policy_dir}'s image features for the cube: {json.dumps(probe)}")
+    report["wall_s"] = round(time.time() - started, 1)
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(report, indent=2))
+    echo(f"-> {json_path} ({report['wall_s']:.0f} s)")
+    return report

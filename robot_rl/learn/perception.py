@@ -177,9 +177,10 @@ def probe_image_features(policy_dir: str, config: PerceptionConfig) -> dict:
             oracle.reset(config.task)
             for _ in range(steps):
                 q, objects = world.joint_positions(), world.object_poses()
-                with torch.no_grad():
-                    for c in cams:
-                        features[c].append(_camera_features(model, c, torch.from_numpy(world.render(c))[None]))
+                with torch.no_grad():  # (1, F x cameras) in config.cameras order: split per camera
+                    seen = model.image_features({c: torch.from_numpy(world.render(c))[None] for c in cams}).numpy()
+                for c, part in zip(cams, np.split(seen, len(cams), axis=1)):
+                    features[c].append(part)
                 cube.append(objects["cube"].position[:2].copy())
                 world.step(oracle.act(q, objects)[0])
                 if world.success():
@@ -199,12 +200,6 @@ def probe_image_features(policy_dir: str, config: PerceptionConfig) -> dict:
         error_mm = np.linalg.norm(b @ weights - test_cube, axis=1) * 1e3
         result[name] = {"median_mm": round(float(np.median(error_mm)), 1), "p90_mm": round(float(np.percentile(error_mm, 90)), 1)}
     return result
-
-
-def _camera_features(model, camera: str, image: torch.Tensor) -> np.ndarray:
-    """One camera's encoding (1, F), as the policy's trunk receives it."""
-    x = image.permute(0, 3, 1, 2).to(model.pixel_mean.dtype) / 255.0
-    return model.encoders[camera]((x - model.pixel_mean) / model.pixel_std).numpy()
 
 
 def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_path: str, echo=print) -> dict:

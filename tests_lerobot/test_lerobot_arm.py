@@ -329,3 +329,18 @@ def test_robot_rl_sim_servos_stands_in_for_the_arm_until_stopped(tmp_path):
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0, out
     assert "packets answered" in out and not link.exists()
+
+
+def test_connect_tries_the_line_again_when_the_servos_do_not_answer_yet(servos, calibration_dir, tmp_path):
+    import threading
+
+    servos.unplug()
+    threading.Timer(0.5, servos.replug).start()  # the adapter comes up while connect() is trying
+    with arm(servos, calibration_dir, reconnect_s=0.2, connect_attempts=10) as robot:
+        assert robot.read().positions.shape == (len(JOINTS),)
+    # a configuration error is not retried: no calibration file for this id
+    started = time.monotonic()
+    with pytest.raises(RobotError, match="no lerobot calibration"):
+        with arm(servos, tmp_path / "empty", reconnect_s=5.0, connect_attempts=3):
+            pass
+    assert time.monotonic() - started < 5.0

@@ -54,6 +54,7 @@ class LeRobotConfig(RobotConfig):
     gripper: str = "gripper"  # the joint kept on lerobot's 0-100 scale
     write_calibration: bool = False  # motors disagree with the file: write the file's calibration to them
     reconnect_s: float = 1.0  # after a serial failure: the least time between reconnection attempts
+    connect_attempts: int = 3  # connect(): tries when the servos do not answer (not for configuration errors)
 
 
 class LeRobotArm(Robot):
@@ -77,8 +78,16 @@ class LeRobotArm(Robot):
         return np.array([1.0 if (n == self.config.gripper or not degrees) else np.pi / 180.0 for n in self.joint_names])
 
     def connect(self) -> None:
+        """Connect, trying the line again (``connect_attempts`` in all) when the servos did not answer:
+        a serial adapter just opened can miss the first packet. Configuration errors are not retried."""
         with self._lock:
-            self._connect()
+            for attempt in range(1, self.config.connect_attempts + 1):
+                try:
+                    return self._connect()
+                except _LineError:
+                    if attempt == self.config.connect_attempts:
+                        raise
+                    time.sleep(self.config.reconnect_s)
 
     def _connect(self) -> None:
         try:
@@ -104,7 +113,7 @@ class LeRobotArm(Robot):
             robot.connect(calibrate=False)  # a calibration moves the arm: never without a person
         except Exception as exc:  # lerobot raises ConnectionError, RuntimeError, serial errors
             _abandon(robot)
-            raise RobotError(f"{self.name}: cannot connect: {_first_line(exc)}") from exc
+            raise _LineError(f"{self.name}: cannot connect: {_first_line(exc)}") from exc
         try:
             if not robot.is_calibrated:
                 if not cfg.write_calibration:
@@ -188,6 +197,10 @@ def _abandon(robot) -> None:
             bus.port_handler.closePort()
     except Exception:
         pass
+
+
+class _LineError(RobotError):
+    """The servos did not answer (as opposed to a configuration error): worth trying again."""
 
 
 def _first_line(exc: Exception) -> str:

@@ -82,7 +82,7 @@ class ObjectPositionHead(nn.Module):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
 
     def loss(self, image_features: torch.Tensor, objects: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """The squared error in normalised units, and the mean distance error in millimetres (per object)."""
+        """The squared error in normalised units, and the distance error in millimetres averaged over the objects."""
         predicted = self.linear(image_features)
         loss = F.mse_loss(predicted, (objects - self.mean) / self.std)
         metres = (predicted.detach() * self.std + self.mean - objects).view(len(objects), -1, 3).norm(dim=-1)
@@ -211,12 +211,12 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     if config.objects_coef > 0:
         stats = data.object_statistics()  # names the data when it has no object positions
         object_head = ObjectPositionHead(model_config.image_features * len(model_config.cameras), stats["mean"], stats["std"])
-    trained = list(model.parameters()) + (list(object_head.parameters()) if object_head is not None else [])
     groups = [{"params": list(model.parameters())}]
     if object_head is not None:
         # the head starts from nothing while a fine-tuned policy moves at a small lr: at the policy's lr
         # it would still be far from a fit after a thousand steps, and its gradient would say little
         groups.append({"params": list(object_head.parameters()), "lr": config.lr * OBJECT_HEAD_LR_SCALE})
+    trained = [p for group in groups for p in group["params"]]
     optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     start_step = 0
     rng = np.random.default_rng(config.seed)

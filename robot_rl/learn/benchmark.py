@@ -350,7 +350,7 @@ DEFAULTS_BEFORE_LEARNER_SETTINGS = {"ppo": {"value_steps": 0}}
 # Settings added after a report was written: the value that does what the code did before the field
 # existed, so a report that does not record one ran with it (and a run asking for another value is
 # refused). Each new field of PPOConfig or RewardConfig goes here.
-SETTINGS_ADDED_LATER = {"ppo": {"anchor_coef": 0.0}}
+SETTINGS_ADDED_LATER = {"ppo": {"anchor_coef": 0.0, "objects_coef": 0.0}}
 
 
 def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -> dict:
@@ -457,6 +457,9 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
             "demo_buffer": len(learner.demos),
             "demo_steps": learner_cfg.ppo.demo_steps if len(learner.demos) else 0,
             "demo_phase_nll_mean": _mean([u["demo_phase_nll"] for u in updates if "demo_phase_nll" in u]),
+            **({"demo_phase_objects_mm": [round(u["demo_phase_objects_mm"], 1) for u in updates
+                                          if "demo_phase_objects_mm" in u]}
+               if any("demo_phase_objects_mm" in u for u in updates) else {}),
             "approx_kl_mean": _mean([u["approx_kl"] for u in updates]),
             "stopped_early": int(sum(u["stopped_early"] for u in updates)),
             "update_s_mean": _mean([u["update_s"] for u in updates]),

@@ -4,6 +4,8 @@
 preloaded from collected demonstrations, and fed during RL with the steps a human commanded
 (human-guided exploration: those steps never enter the PPO ratio). A ring buffer of fixed capacity
 (oldest human steps leave first; the preloaded demonstrations can be pinned so they never leave).
+Rows of episodes that record the objects' ground-truth positions (``object_positions``: simulated
+demonstrations) keep them too, for the demo phase's auxiliary loss (``ppo.objects_coef``).
 
 :class:`VersionStore` keeps the state dicts of the last ``keep`` published versions, so that the
 behaviour log-probabilities of an episode are recomputed with the weights that actually acted.
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_rl.data.dataset import OBJECTS_ARRAY
 from robot_rl.data.episodes import Episode
 
 
@@ -29,6 +32,9 @@ class DemoBuffer:
         self.actions = np.zeros((capacity, horizon, joints), np.float32)
         self.mask = np.zeros((capacity, horizon), bool)
         self.instructions: list[str] = [""] * capacity
+        # allocated by the first episode that records object positions (their count comes from it);
+        # rows without them (a human's steps on a real robot) are NaN
+        self.objects: np.ndarray | None = None
         self.size = 0
         self.pinned = 0  # the first `pinned` rows (preloaded demonstrations) are never overwritten
         self.cursor = 0
@@ -47,6 +53,12 @@ class DemoBuffer:
         if steps is not None:
             is_demo[steps] = True
         added = 0
+        objects = episode.extras.get(OBJECTS_ARRAY)
+        if objects is not None and self.objects is None:
+            self.objects = np.full((self.capacity, objects.shape[1]), np.nan, np.float32)
+        if objects is not None and objects.shape[1] != self.objects.shape[1]:
+            raise ValueError(f"episode {episode.meta.episode_id}: {OBJECTS_ARRAY} has {objects.shape[1]} columns, "
+                             f"the demo buffer's rows have {self.objects.shape[1]}")
         for t in np.nonzero(is_demo)[0]:
             if not pin and self.pinned >= self.capacity:
                 break
@@ -64,6 +76,8 @@ class DemoBuffer:
             self.actions[row] = np.where(valid[:, None], episode.actions[clipped], 0.0)
             self.mask[row] = valid
             self.instructions[row] = episode.meta.instruction
+            if self.objects is not None:
+                self.objects[row] = objects[t] if objects is not None else np.nan
             added += 1
         if pin:
             self.pinned = self.size
@@ -93,11 +107,19 @@ class DemoBuffer:
         self.cursor += 1
         return row
 
-    def sample(self, n: int, rng: np.random.Generator, embed, human_fraction: float = 0.0) -> tuple:
+    def object_rows(self) -> np.ndarray:
+        """Indices of the rows that carry object positions."""
+        if self.objects is None:
+            return np.zeros(0, np.int64)
+        return np.nonzero(~np.isnan(self.objects[:self.size]).any(axis=1))[0]
+
+    def sample(self, n: int, rng: np.random.Generator, embed, human_fraction: float = 0.0,
+               with_objects: bool = False) -> tuple:
         """``n`` samples (fewer when the buffer holds fewer). With ``human_fraction`` > 0 and both kinds
         present, that share of the batch is drawn from the human's steps and the rest from the pinned
         demonstrations (as HIL-SERL and RLPD draw half from each buffer): otherwise a few hundred
-        corrections are a few percent of a batch next to thousands of preloaded demonstration rows."""
+        corrections are a few percent of a batch next to thousands of preloaded demonstration rows.
+        ``with_objects`` appends the rows' object positions (NaN where a row has none) to the tuple."""
         n = min(n, self.size)
         if human_fraction > 0 and 0 < self.pinned < self.size:
             k = int(round(n * human_fraction))
@@ -106,8 +128,12 @@ class DemoBuffer:
             rows = rng.integers(0, self.size, size=n)
         images = {c: torch.from_numpy(v[rows]) for c, v in self.images.items()}
         text = torch.from_numpy(np.stack([embed(self.instructions[i]) for i in rows]))
-        return (images, torch.from_numpy(self.joints[rows]), text, torch.from_numpy(self.actions[rows]),
-                torch.from_numpy(self.mask[rows].astype(np.float32)))
+        sample = (images, torch.from_numpy(self.joints[rows]), text, torch.from_numpy(self.actions[rows]),
+                  torch.from_numpy(self.mask[rows].astype(np.float32)))
+        if with_objects:
+            objects = self.objects[rows] if self.objects is not None else np.full((len(rows), 0), np.nan, np.float32)
+            sample += (torch.from_numpy(objects),)
+        return sample
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -115,7 +141,8 @@ class DemoBuffer:
         n = self.size
         np.savez(tmp, **{f"image_{c}": v[:n] for c, v in self.images.items()}, joints=self.joints[:n],
                  actions=self.actions[:n], mask=self.mask[:n], instructions=np.asarray(self.instructions[:n]),
-                 counters=np.asarray([self.pinned, self.cursor, self.added_human]))
+                 counters=np.asarray([self.pinned, self.cursor, self.added_human]),
+                 **({"objects": self.objects[:n]} if self.objects is not None else {}))
         tmp.replace(path)
 
     def load(self, path: str | Path) -> None:
@@ -127,6 +154,9 @@ class DemoBuffer:
                 self.images[c][:n] = z[f"image_{c}"]
             self.joints[:n], self.actions[:n], self.mask[:n] = z["joints"], z["actions"], z["mask"]
             self.instructions[:n] = [str(s) for s in z["instructions"]]
+            if "objects" in z:
+                self.objects = np.full((self.capacity, z["objects"].shape[1]), np.nan, np.float32)
+                self.objects[:n] = z["objects"]
             self.pinned, self.cursor, self.added_human = (int(x) for x in z["counters"])
             self.size = n
 

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
-from robot_rl.learn.bc import read_checkpoint, save_checkpoint
+from robot_rl.learn.bc import OBJECT_HEAD_LR_SCALE, ObjectPositionHead, read_checkpoint, save_checkpoint
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
 from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, demo_phase, episode_decisions,
                                 evaluate_rows, explained_variance, fit_value, gae, ppo_update, step_arrays)
@@ -214,10 +214,13 @@ class Learner:
         self.parallel = None  # data-parallel part when torch.distributed is initialised (torchrun)
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             self.parallel = DataParallel(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        self.object_head: ObjectPositionHead | None = None  # training-only (ppo.py section 6, objects_coef)
         if not self._resume():
             self.versions.add(0, self.model.state_dict())
             if config.hil.demo_replay and config.demos:
                 self._preload_demos(config.demos)
+            if config.ppo.objects_coef > 0 and config.ppo.demo_steps:
+                self._fit_object_head()
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")
 
     # -- set-up -------------------------------------------------------------------------------
@@ -228,6 +231,40 @@ class Learner:
             if episode.meta.success and self._compatible(episode):
                 added += self.demos.add_demonstration(episode)
         self.log(f"demo buffer: {added} samples preloaded from {directory}")
+
+    def _new_object_head(self, mean: np.ndarray, std: np.ndarray) -> ObjectPositionHead:
+        c = self.model.config
+        head = ObjectPositionHead(c.image_features * len(c.cameras), mean, std)
+        self.demo_optimiser.add_param_group({"params": list(head.parameters()),
+                                             "lr": self.config.ppo.demo_lr * OBJECT_HEAD_LR_SCALE})
+        return head
+
+    @torch.no_grad()
+    def _fit_object_head(self, max_rows: int = 4000, ridge: float = 1e-3) -> None:
+        """The object head, fitted by ridge regression on the starting policy's image features of the
+        demo rows that record object positions, before the first update: a head at random would send
+        the encoder a large, meaningless gradient in the first demo-phase steps."""
+        rows = self.demos.object_rows()
+        if not len(rows):
+            raise ValueError(f"ppo.objects_coef {self.config.ppo.objects_coef}: the demo buffer has no rows with "
+                             f"'object_positions' (demos '{self.config.demos}'; simulated demonstrations from "
+                             "robot-rl collect record them); set ppo.objects_coef 0")
+        rows = self.rng.permutation(rows)[:max_rows]
+        objects = self.demos.objects[rows]
+        mean, std = objects.mean(0), objects.std(0)
+        head = self._new_object_head(mean, std)
+        self.model.eval()
+        feats = torch.cat([self.model.image_features({c: torch.from_numpy(self.demos.images[c][rows[i:i + 256]])
+                                                       for c in self.model.config.cameras})
+                           for i in range(0, len(rows), 256)]).double()
+        target = torch.from_numpy((objects - mean) / head.std.numpy()).double()
+        x = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], dim=1)
+        solution = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64), x.T @ target)
+        head.linear.weight.copy_(solution[:-1].T.float())
+        head.linear.bias.copy_(solution[-1].float())
+        _, mm = head.loss(feats.float(), torch.from_numpy(objects))
+        self.object_head = head
+        self.log(f"object head: fitted on {len(rows)} demo rows, mean error {mm:.1f} mm")
 
     def _compatible(self, episode: Episode) -> bool:
         c, m = self.model.config, episode.meta
@@ -260,6 +297,13 @@ class Learner:
         payload = read_checkpoint(self.checkpoint_path, ("model", "optimiser", "version", "versions"), "learner")
         self.model.load_state_dict(payload["model"])
         self.optimiser.load_state_dict(payload["optimiser"])
+        if "object_head" in payload:  # before the demo optimiser's state, which holds the head's group
+            head = payload["object_head"]
+            self.object_head = self._new_object_head(head["mean"].numpy(), head["std"].numpy())
+            self.object_head.load_state_dict(head)
+        elif self.config.ppo.objects_coef > 0 and self.config.ppo.demo_steps:
+            raise ValueError(f"{self.checkpoint_path}: the run was checkpointed without the object head and "
+                             f"ppo.objects_coef is {self.config.ppo.objects_coef}: resume with ppo.objects_coef 0")
         if "demo_optimiser" in payload:
             self.demo_optimiser.load_state_dict(payload["demo_optimiser"])
         if "value_optimiser" in payload:  # the value window itself is not kept: it refills in a few updates
@@ -280,6 +324,7 @@ class Learner:
             "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
             "demo_optimiser": self.demo_optimiser.state_dict(),
             "value_optimiser": self.value_optimiser.state_dict(), "version": self.version,
+            **({"object_head": self.object_head.state_dict()} if self.object_head is not None else {}),
             "updates": self.updates, "versions": self.versions.to_dict(), "counters": dict(self.counters),
             "model_config": self.model.config.to_dict(), "config": json.loads(json.dumps(asdict(self.config)))})
         for eid in self.used:  # these updates are safe now: their episodes leave the inbox
@@ -365,8 +410,8 @@ class Learner:
                            prox_log_prob=prox, reference=self.reference)
         stats["value_explained_variance"] = explained_variance(values, returns)
         if demos is not None and len(demos) and self.config.ppo.demo_steps:
-            stats["demo_phase_nll"] = demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo,
-                                                 self._embed, self.rng, parallel=self.parallel)
+            stats.update(demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo, self._embed, self.rng,
+                                    parallel=self.parallel, object_head=self.object_head))
         if self.config.ppo.value_steps > 0:
             # the rows only: the episodes they came from (every frame) would be held for value_window updates
             self.value_window.append((replace(d, episodes=[]), returns))

@@ -68,6 +68,12 @@
    docs/learning-benchmark.md item 13). Demo images get the random-shift
    augmentation behaviour cloning trained with (``demo_shift_pad``), and the demo NLL (here and in
    section 5) holds the log-std fixed: demonstrations teach the mean, the exploration noise is RL's.
+   With ``objects_coef`` > 0 each demo-phase step also regresses the objects' positions from the image
+   features on the rows that record them (simulated demonstrations: ``object_positions``), through a
+   training-only linear head the learner fits on the preloaded demonstrations before the first update
+   and never publishes: the auxiliary loss that made behaviour cloning see where the cube is
+   (``learn/bc.py``, docs/learning-benchmark.md item 24). Without it the supervised steps teach the
+   encoder only what the chunks need on average, and the cube's position fades from its features.
 
 7. Fitting the value
    The advantages are only as good as the value they subtract. The starting policy's value head was
@@ -143,12 +149,15 @@ class PPOConfig:
     value_window: int = 8  # updates whose decisions and returns the value is fitted on
     value_minibatch_size: int = 64
     anchor_coef: float = 0.0  # weight of KL(policy || starting policy) per executed dimension (section 8; 0: off)
+    objects_coef: float = 0.0  # demo phase: weight of the object-position auxiliary loss (section 6; 0: off)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.demo_human_fraction <= 1.0:
             raise ValueError(f"ppo.demo_human_fraction {self.demo_human_fraction}: expected a share between 0 and 1")
         if self.anchor_coef < 0:
             raise ValueError(f"ppo.anchor_coef {self.anchor_coef}: expected 0 (off) or a positive weight")
+        if self.objects_coef < 0:
+            raise ValueError(f"ppo.objects_coef {self.objects_coef}: expected 0 (off) or a positive weight")
 
 
 @dataclass
@@ -339,9 +348,12 @@ class DataParallel:
 
 
 def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generator, embed,
-               parallel: DataParallel | None) -> torch.Tensor | None:
-    """This rank's share of the demo NLL on one drawn batch (every rank draws the same), or None."""
-    sample = demos.sample(config.demo_batch_size, rng, embed, config.demo_human_fraction)
+               parallel: DataParallel | None, object_head=None) -> tuple[torch.Tensor | None, dict]:
+    """This rank's share of the demo NLL on one drawn batch (every rank draws the same), or None;
+    plus ``objects_coef`` times the object head's loss on the drawn rows that record object positions.
+    Also the parts for the report: the NLL, and the head's error in millimetres where it ran."""
+    with_objects = object_head is not None and config.objects_coef > 0
+    sample = demos.sample(config.demo_batch_size, rng, embed, config.demo_human_fraction, with_objects=with_objects)
     if config.demo_shift_pad > 0:  # the augmentation behaviour cloning trained with (learn/bc.py)
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
         sample = ({c: random_shift(v, config.demo_shift_pad, generator) for c, v in sample[0].items()},) + sample[1:]
@@ -351,27 +363,49 @@ def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generat
         sample = tuple({k: v[parallel.rank::world] for k, v in x.items()} if isinstance(x, dict)
                        else x[parallel.rank::world] for x in sample)
     if not len(sample[1]):
-        return None
-    return demo_nll(model, *sample) * (world * len(sample[1]) / drawn)
+        return None, {}
+    share = world * len(sample[1]) / drawn
+    if not with_objects:
+        nll = demo_nll(model, *sample)
+        return nll * share, {"nll": nll.item()}
+    images, joints, text, actions, mask, objects = sample
+    seen = model.image_features(images)
+    log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, hold_std=True,
+                                    outputs=model.forward_normalised(images, joints, text, seen))
+    nll = -(log_prob / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)).mean()
+    term, parts = nll, {"nll": nll.item()}
+    known = ~torch.isnan(objects).any(dim=-1)
+    if known.any():
+        object_loss, parts["objects_mm"] = object_head.loss(seen[known], objects[known])
+        term = term + config.objects_coef * object_loss * known.float().mean()
+    return term * share, parts
 
 
 def demo_phase(model: VLAModel, optimiser: torch.optim.Optimizer, demos, config: PPOConfig, embed,
-               rng: np.random.Generator, parallel: DataParallel | None = None) -> float:
-    """``config.demo_steps`` gradient steps on the demo NLL alone (section 6); the mean NLL."""
-    nlls = []
+               rng: np.random.Generator, parallel: DataParallel | None = None, object_head=None) -> dict:
+    """``config.demo_steps`` gradient steps on the demo NLL alone (section 6; with ``object_head``, its
+    auxiliary loss too: the head's parameters must be in ``optimiser``). Returns the mean NLL
+    (``demo_phase_nll``) and, with the head, its mean error (``demo_phase_objects_mm``)."""
+    parts: dict[str, list[float]] = {"nll": [], "objects_mm": []}
     model.train()
     for _ in range(config.demo_steps):
         optimiser.zero_grad(set_to_none=True)
-        term = _demo_term(model, demos, config, rng, embed, parallel)
+        term, drawn = _demo_term(model, demos, config, rng, embed, parallel, object_head)
         if term is not None:
             term.backward()
-            nlls.append(term.item())
+            for k, v in drawn.items():
+                parts[k].append(v)
         if parallel is not None:
             parallel.reduce_gradients(model)
+            if object_head is not None:
+                parallel.reduce_gradients(object_head)
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimiser.step()
     model.eval()
-    return float(np.mean(nlls)) if nlls else 0.0
+    out = {"demo_phase_nll": float(np.mean(parts["nll"])) if parts["nll"] else 0.0}
+    if parts["objects_mm"]:
+        out["demo_phase_objects_mm"] = float(np.mean(parts["objects_mm"]))
+    return out
 
 
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
@@ -472,7 +506,7 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
                     stats["anchor_kl"].append(kl_start.item())
                 loss = ppo_loss * (world * len(rows) / len(batch))
             if demos is not None and config.demo_coef > 0 and len(demos):
-                nll = _demo_term(model, demos, config, rng, embed, parallel)
+                nll, _ = _demo_term(model, demos, config, rng, embed, parallel)
                 if nll is not None:
                     loss = config.demo_coef * nll if loss is None else loss + config.demo_coef * nll
                     stats["demo_nll"].append(nll.item())

@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 
 from robot_rl.data.episodes import list_episodes, read_episode
 from robot_rl.learn.buffers import DemoBuffer
@@ -56,3 +57,27 @@ def test_a_set_share_of_each_demo_batch_comes_from_the_human_steps(tiny_demos):
     assert len(buffer) > 12 and len(buffer) - buffer.pinned == 5
     assert human_rows(0.5) == 6 and human_rows(0.25) == 3
     assert sum(human_rows(0.0) for _ in range(20)) < 20 * 6  # uniform: 5 of the buffer's rows are the human's
+
+
+def test_object_positions_ride_with_the_demonstrations_and_survive_a_save(tiny_demos, tmp_path):
+    demo, other = (read_episode(p) for p in list_episodes(tiny_demos)[:2])
+    assert "object_positions" in demo.extras  # robot-rl collect records them in simulation
+    buffer = _buffer(demo)
+    pinned = buffer.add_demonstration(demo)
+    del other.extras["object_positions"]  # a human's steps on a real robot: nobody knows where the cube is
+    buffer.add_episode(other, np.arange(3, 8))
+    np.testing.assert_array_equal(buffer.object_rows(), np.arange(pinned))
+    np.testing.assert_array_equal(buffer.objects[:pinned], demo.extras["object_positions"][:pinned])
+    sample = buffer.sample(len(buffer), np.random.default_rng(0), lambda text: np.zeros(3, np.float32),
+                           human_fraction=0.5, with_objects=True)
+    joints, objects = sample[1].numpy(), sample[-1]
+    assert objects.shape == (len(buffer), demo.extras["object_positions"].shape[1])
+    human = np.array([any(np.allclose(j, h) for h in other.joint_positions[3:8]) for j in joints])
+    assert 0 < human.sum() < len(joints)  # both kinds drawn: the human's rows are NaN, the demonstration's known
+    np.testing.assert_array_equal(torch.isnan(objects).any(dim=1).numpy(), human)
+
+    buffer.save(tmp_path / "buffer.npz")
+    again = _buffer(demo)
+    again.load(tmp_path / "buffer.npz")
+    np.testing.assert_array_equal(again.object_rows(), np.arange(pinned))
+    np.testing.assert_array_equal(again.objects[:len(again)], buffer.objects[:len(buffer)])

@@ -366,3 +366,61 @@ def test_weights_for_another_architecture_are_refused_and_the_policy_keeps_runni
 def test_a_human_share_outside_zero_to_one_is_refused_with_its_field():
     with pytest.raises(ValueError, match=r"ppo.demo_human_fraction 1.5: expected a share between 0 and 1"):
         PPOConfig(demo_human_fraction=1.5)
+
+
+def test_the_object_loss_keeps_teaching_the_encoder_where_things_are_and_resumes(tmp_path, tiny_export, tiny_critic,
+                                                                                learner_keys, tiny_demos):
+    """ppo.objects_coef: a head fitted on the demonstrations' object positions before the first update,
+    whose loss in the demo phase reaches the image encoders; it is checkpointed, never published."""
+    ppo = {"demo_steps": 30, "demo_lr": 1e-3, "lr": 0.0, "demo_coef": 0.0, "demo_shift_pad": 0, "max_staleness": 5}
+    hil = {"demo_replay": True, "human_guided": True}
+    episodes = sim_episodes(tiny_export, 2)
+    encoders = {}
+    for coef in (0.0, 10.0):
+        logged = []
+        learner = Learner(learner_config(tmp_path / str(coef), tiny_export, tiny_critic, learner_keys, demos=str(tiny_demos),
+                                         ppo={**ppo, "objects_coef": coef}, hil=hil), log_fn=logged.append)
+        assert (learner.object_head is None) == (coef == 0.0)
+        if coef:
+            fitted = next(line for line in logged if line.startswith("object head: fitted"))
+            rows = learner.demos.object_rows()
+            assert len(rows) == learner.demos.pinned > 20 and f"on {len(rows)} demo rows" in fitted
+            head = learner.object_head
+
+            def error_mm():
+                with torch.no_grad():
+                    seen = learner.model.image_features({c: torch.from_numpy(learner.demos.images[c][rows])
+                                                         for c in learner.model.config.cameras})
+                    return head.loss(seen, torch.from_numpy(learner.demos.objects[rows]))[1]
+            before = error_mm()
+        row = learner.update(episodes)
+        assert ("demo_phase_objects_mm" in row) == bool(coef) and row["demo_phase_nll"] > 0.0
+        encoders[coef] = {k: v.clone() for k, v in learner.model.state_dict().items() if k.startswith("encoders.")}
+        if coef:
+            assert error_mm() < 0.9 * before, (before, error_mm())
+            learner.checkpoint()
+            weights = learner.object_head.state_dict()
+            learner.close()
+            again = Learner(learner_config(tmp_path / str(coef), tiny_export, tiny_critic, learner_keys, demos=str(tiny_demos),
+                                           ppo={**ppo, "objects_coef": coef}, hil=hil), log_fn=lambda *_: None)
+            assert all(torch.equal(v, again.object_head.state_dict()[k]) for k, v in weights.items())
+            assert again.update(episodes)["demo_phase_nll"] != 0.0  # the restored head trains in the restored optimiser
+            again.close()
+            with pytest.raises(ValueError, match="checkpointed with|without the object head"):
+                Learner(learner_config(tmp_path / "0.0", tiny_export, tiny_critic, learner_keys, demos=str(tiny_demos),
+                                       ppo={**ppo, "objects_coef": coef}, hil=hil), log_fn=lambda *_: None)
+        else:
+            learner.checkpoint()
+            learner.close()
+    # the object loss's gradient reached the camera encoders: the same update without it moved them otherwise
+    assert any(not torch.equal(encoders[0.0][k], encoders[10.0][k]) for k in encoders[0.0])
+
+
+def test_an_object_loss_without_object_positions_is_refused_with_its_field(tmp_path, tiny_export, tiny_critic,
+                                                                          learner_keys):
+    ppo = {"demo_steps": 5, "objects_coef": 1.0}
+    with pytest.raises(ValueError, match=r"ppo.objects_coef 1.0: the demo buffer has no rows with 'object_positions'"):
+        Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo=ppo,
+                               hil={"demo_replay": True, "human_guided": True}), log_fn=lambda *_: None)
+    with pytest.raises(ValueError, match=r"ppo.objects_coef -1"):
+        PPOConfig(objects_coef=-1.0)

@@ -286,14 +286,15 @@ def anchor_kl(mean: torch.Tensor, log_std: torch.Tensor, ref_mean: torch.Tensor,
     return executed.mean()
 
 
-def demo_nll(model: VLAModel, images, joints, text, actions, mask) -> torch.Tensor:
-    """Mean negative log-likelihood per executed position of demonstration chunks.
+def demo_nll(model: VLAModel, images, joints, text, actions, mask, outputs: tuple | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood per executed position of demonstration chunks (``outputs``: the
+    model's ``forward_normalised`` on these rows, when the caller has it already).
 
     The log-std is held (detached) here: the demonstrations teach the mean, and the exploration noise
     belongs to the RL objective. Left free, this term shrinks the std towards the demos' residuals
     (measured: the chunk entropy fell 13.8 -> 8.8 in 17 updates with a demo phase), and every PPO ratio
     of the sharper Gaussian then starts outside the clip range."""
-    log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, hold_std=True)
+    log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, hold_std=True, outputs=outputs)
     return -(log_prob / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)).mean()
 
 
@@ -369,10 +370,8 @@ def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generat
         nll = demo_nll(model, *sample)
         return nll * share, {"nll": nll.item()}
     images, joints, text, actions, mask, objects = sample
-    seen = model.image_features(images)
-    log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, hold_std=True,
-                                    outputs=model.forward_normalised(images, joints, text, seen))
-    nll = -(log_prob / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)).mean()
+    seen = model.image_features(images)  # shared by the NLL and the object head
+    nll = demo_nll(model, images, joints, text, actions, mask, outputs=model.forward_normalised(images, joints, text, seen))
     term, parts = nll, {"nll": nll.item()}
     known = ~torch.isnan(objects).any(dim=-1)
     if known.any():

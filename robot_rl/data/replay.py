@@ -173,7 +173,6 @@ def _has_clock_and_joints(policy_node, stamp: float) -> bool:
 def replay(episode: Episode, config: ReplayConfig, out_dir: str | Path | None = None, log=print) -> dict:
     """Play ``episode`` through policy_node and reward_node (see the module docstring); returns the report."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from rosgraph_msgs.msg import Clock
     from std_msgs.msg import Float32MultiArray, String
@@ -184,6 +183,7 @@ def replay(episode: Episode, config: ReplayConfig, out_dir: str | Path | None = 
     from robot_rl.nodes.policy_node import PolicyNode
     from robot_rl.nodes.reward_node import RewardNode
     from robot_rl.ros import qos
+    from robot_rl.ros.spinning import NodeSpinners
     from robot_rl.ros.conversions import image_to_msg, joint_state_msg, msg_to_chunk, to_stamp
     from robot_rl.safety.limits import in_joint_order
 
@@ -192,7 +192,7 @@ def replay(episode: Episode, config: ReplayConfig, out_dir: str | Path | None = 
     own_context = not rclpy.ok()
     if own_context:
         rclpy.init()
-    executor = MultiThreadedExecutor(num_threads=4)
+    spinners = NodeSpinners()  # one executor thread per node, as separate processes would be
     nodes = []
     chunks: dict[int, np.ndarray] = {}
     rewards: list[tuple[float, float, float, float]] = []
@@ -244,9 +244,7 @@ def replay(episode: Episode, config: ReplayConfig, out_dir: str | Path | None = 
         driver.create_subscription(DiagnosticArray, "/policy/status", on_status, qos.STATUS)
         driver.create_subscription(DiagnosticArray, "/reward/status", on_status, qos.STATUS)
         for node in nodes:
-            executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+            spinners.add(node)
         instruction.publish(String(data=m.instruction))
         # every connection matched before the first step, so that step 0 is not lost to discovery
         listeners = len(nodes) - 1
@@ -280,9 +278,8 @@ def replay(episode: Episode, config: ReplayConfig, out_dir: str | Path | None = 
             wait_until = time.monotonic() + config.settle_s
             while time.monotonic() < wait_until and not any(abs(r[0] - last) < 1e-6 for r in rewards):
                 time.sleep(0.05)
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(timeout=5.0)
     finally:
+        spinners.shutdown(timeout_s=5.0)  # out of their wait sets before the nodes and the context go
         for node in nodes:
             getattr(node, "close", lambda: None)()
             node.destroy_node()

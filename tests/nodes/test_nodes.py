@@ -1,14 +1,12 @@
-"""Node tests with real rclpy over DDS: nodes run in this process on a multi-threaded executor."""
+"""Node tests with real rclpy over DDS: nodes run in this process, each on its own executor thread."""
 
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -18,6 +16,7 @@ from robot_rl.nodes.policy_node import PolicyNode
 from robot_rl.nodes.safety_node import SafetyNode
 from robot_rl.nodes.sim_bridge_node import SimBridgeNode
 from robot_rl.ros import qos
+from robot_rl.ros.spinning import NodeSpinners
 from robot_rl.policy.base import ActionChunk
 from robot_rl.ros.conversions import chunk_to_msg, image_to_msg, joint_state_msg, to_sec
 from tests.helpers import wait_until as wait
@@ -28,26 +27,22 @@ HOME = [0.0, 0.0, 0.2, -0.2, 0.0, 0.04]
 
 @pytest.fixture
 def ros():
+    """``ros(node)`` spins ``node`` on its own thread (``NodeSpinners``: one single-threaded executor per
+    node, as each node spins in its own process in production) until the test ends."""
     rclpy.init()
-    executor = MultiThreadedExecutor(num_threads=4)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    spinners = NodeSpinners()
     nodes = []
 
     def add(node):
         nodes.append(node)
-        executor.add_node(node)
-        return node
+        return spinners.add(node)
 
-    thread.start()
     yield add
-    executor.shutdown(timeout_sec=5.0)
-    thread.join(timeout=5.0)  # the spin thread must be out of its wait set before the context goes
+    spinners.shutdown(timeout_s=5.0)
     for node in nodes:
         getattr(node, "close", lambda: None)()
         node.destroy_node()
     rclpy.shutdown()
-
-
 
 
 class FakeRobot:

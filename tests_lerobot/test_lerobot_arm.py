@@ -10,7 +10,6 @@ the servos' registers, not what the driver believes it sent.
 
 import json
 import sys
-import threading
 import time
 
 import numpy as np
@@ -173,18 +172,18 @@ def test_a_pulled_cable_fails_loudly_and_the_driver_reconnects_when_it_is_back(s
 
 def test_robot_driver_node_publishes_joint_states_and_executes_commands_over_dds(servos, calibration_dir):
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
     from robot_rl.nodes.robot_driver_node import RobotDriverNode
     from robot_rl.ros import qos
+    from robot_rl.ros.spinning import NodeSpinners
 
     limits = load_robot_limits(data_path("calibration", "so101.yaml"))
     assert limits.joint_names == JOINTS
     rclpy.init()
-    executor = MultiThreadedExecutor(num_threads=4)  # the timer and the command callback run concurrently
+    spinners = NodeSpinners()  # each node on its own executor thread, as in its own process
     driver = RobotDriverNode(parameter_overrides=[
         Parameter("robot_type", value="lerobot"), Parameter("port", value=servos.device),
         Parameter("robot_id", value="follower"), Parameter("calibration_dir", value=str(calibration_dir)),
@@ -195,9 +194,7 @@ def test_robot_driver_node_publishes_joint_states_and_executes_commands_over_dds
     probe.create_subscription(JointState, "/joint_states", states.append, qos.SENSOR_SUB)
     command = probe.create_publisher(Float64MultiArray, "/robot/command", qos.COMMAND)
     for node in (driver, probe):
-        executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+        spinners.add(node)
     try:
         wait(lambda: len(states) >= 5, 10, "/joint_states from robot_driver_node")
         assert list(states[-1].name) == JOINTS
@@ -223,8 +220,7 @@ def test_robot_driver_node_publishes_joint_states_and_executes_commands_over_dds
         periods = np.diff([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-20:]])
         assert 1 / 45 < np.median(periods) < 1 / 15, periods
     finally:
-        executor.shutdown(timeout_sec=5.0)
-        spin.join(timeout=5.0)
+        spinners.shutdown(timeout_s=5.0)
         driver.close()
         driver.destroy_node()
         probe.destroy_node()

@@ -53,19 +53,24 @@ class BCConfig:
     checkpoint_every: int = 500
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
+    device: str = "auto"  # auto (a GPU when PyTorch sees one), cpu, cuda, cuda:N (learn/device.py)
     model: dict = field(default_factory=dict)  # VLAConfig fields (cameras, image size, joints come from the data)
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each uint8 (B, H, W, 3) frame by up to ``pad`` pixels, filling with edge pixels."""
+    """Shift each uint8 (B, H, W, 3) frame by up to ``pad`` pixels, filling with edge pixels.
+
+    Cropping an edge-padded frame at offset (dy, dx) is reading pixel (clamp(y + dy - pad), clamp(x +
+    dx - pad)): one gather over the whole batch, in uint8 (a loop over padded float copies cost 12x
+    as much, a quarter of a learner update's demo phase)."""
     if pad <= 0:
         return images
     b, h, w, _ = images.shape
-    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    out = torch.stack([x[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-    return out.permute(0, 2, 3, 1).to(torch.uint8)
+    rows = (dy[:, None] - pad + torch.arange(h)).clamp(0, h - 1)
+    cols = (dx[:, None] - pad + torch.arange(w)).clamp(0, w - 1)
+    return images[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 OBJECT_HEAD_LR_SCALE = 10.0  # the auxiliary head's learning rate, in units of the policy's
@@ -189,9 +194,12 @@ def check_data_fits(config: VLAConfig, data: DemoDataset, init: str) -> None:
 
 def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder | None = None,
              progress: bool = True, log=print) -> dict:
+    from robot_rl.learn.device import resolve_device, to_device
+
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    device = resolve_device(config.device, what="train-bc --device")
     model_fields = dict(config.model)
     # a resumed fine-tuning reads the starting policy too: its model config is the checkpoint's
     start = initial_model(config.init, model_fields) if config.init else None
@@ -211,6 +219,9 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     if config.objects_coef > 0:
         stats = data.object_statistics()  # names the data when it has no object positions
         object_head = ObjectPositionHead(model_config.image_features * len(model_config.cameras), stats["mean"], stats["std"])
+    model.to(device)  # before the optimiser is built on its parameters, and before a resume loads into them
+    if object_head is not None:
+        object_head.to(device)
     groups = [{"params": list(model.parameters())}]
     if object_head is not None:
         # the head starts from nothing while a fine-tuned policy moves at a small lr: at the policy's lr
@@ -267,7 +278,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
             totals = {"nll": 0.0, "mse": 0.0, "value": 0.0, **({"objects_mm": 0.0} if object_head is not None else {})}
             chunks = np.array_split(eval_rows, max(1, math.ceil(len(eval_rows) / 256)))
             for rows in chunks:
-                *batch, objects = to_tensors(data.batch(rows), embeddings)
+                *batch, objects = to_device(to_tensors(data.batch(rows), embeddings), device)
                 _, parts = bc_loss(model, *batch, config.value_coef, objects, object_head, config.objects_coef)
                 for k in totals:
                     totals[k] += parts[k] * len(rows) / len(eval_rows)
@@ -284,7 +295,9 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     for step in range(start_step, config.steps):
         rows = rng.choice(train_rows, size=min(config.batch_size, len(train_rows)), replace=False)
         images, joints, text, actions, returns, objects = to_tensors(data.batch(rows), embeddings)
+        # shifted on the CPU with the CPU generator: the same draws on any device
         images = {c: random_shift(v, config.shift_pad, generator) for c, v in images.items()}
+        images, joints, text, actions, returns, objects = to_device((images, joints, text, actions, returns, objects), device)
         loss, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef,
                               objects, object_head, config.objects_coef)
         optimiser.zero_grad(set_to_none=True)

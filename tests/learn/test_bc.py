@@ -43,6 +43,16 @@ def test_random_shift_keeps_shape_and_moves_pixels():
     shifted = random_shift(images, 2, torch.Generator().manual_seed(3))
     assert shifted.shape == images.shape and shifted.dtype == torch.uint8
     assert not torch.equal(shifted, images)
+    # every frame is a crop of the edge-padded frame at an offset within the pad
+    batch = torch.randint(0, 256, (16, 6, 9, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    padded = np.pad(batch.numpy(), ((0, 0), (3, 3), (3, 3), (0, 0)), mode="edge")
+    out = random_shift(batch, 3, torch.Generator().manual_seed(4)).numpy()
+    offsets = set()
+    for i in range(len(batch)):
+        found = [(dy, dx) for dy in range(7) for dx in range(7) if np.array_equal(out[i], padded[i, dy:dy + 6, dx:dx + 9])]
+        assert found, f"frame {i} is no crop of its padded frame"
+        offsets.add(found[0])
+    assert len(offsets) > 4  # the offsets vary across the batch
 
 
 def test_fine_tuning_starts_from_the_exported_policy_and_keeps_its_normalisation(tiny_checkpoint, tiny_export,

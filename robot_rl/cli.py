@@ -57,6 +57,23 @@ def _bench(args) -> int:
                                       layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1)
         run_perception_bench(config, args.policy or [], args.json)
         return 0
+    if args.bench == "learner":
+        from robot_rl.learn.learner_bench import LearnerBenchConfig, bench_learner
+
+        config = LearnerBenchConfig(devices=[d for d in args.devices.split(",") if d], threads=args.threads)
+        if args.policy:
+            config.policy = args.policy
+        if args.quick:  # seconds: two short episodes, two repeats, a few demo and value steps
+            config.episodes, config.repeats, config.max_steps = 2, 2, 20
+            config.ppo = {"demo_steps": 3, "value_steps": 10}
+        if args.repeats:
+            config.repeats = args.repeats
+        try:
+            bench_learner(config, args.json)
+        except ValueError as exc:
+            print(f"robot-rl bench learner: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.bench == "inference":
         from robot_rl.inference.bench import bench_inference
 
@@ -132,8 +149,12 @@ def _train_bc(args) -> int:
     config = BCConfig(data=args.data if len(args.data) > 1 else args.data[0], out=args.out, init=args.init,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                       until_success=not args.whole_episodes, shift_pad=args.shift_pad,
-                      objects_coef=args.objects_coef, model=model)
-    train_bc(config, resume=args.resume)
+                      objects_coef=args.objects_coef, device=args.device, model=model)
+    try:
+        train_bc(config, resume=args.resume)
+    except ValueError as exc:
+        print(f"robot-rl train-bc: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -393,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise (std, metres) on the cube's position in the state policy's training observations")
     b.add_argument("--quick", action="store_true", help="a smoke run in seconds; claims nothing")
     b.set_defaults(func=_bench)
+    b = bsub.add_parser("learner", help="one learner update (the HIL arm's settings) per device on the same batch: "
+                                        "p50/p99 time, speed-up over the CPU, and whether the devices' weights agree")
+    b.add_argument("--json", required=True)
+    b.add_argument("--devices", default="cpu,cuda", help="comma-separated: cpu, cuda, cuda:N (default cpu,cuda; "
+                                                        "a GPU named on a machine without one is an error)")
+    b.add_argument("--policy", help="starting policy export (default policies/sim_default)")
+    b.add_argument("--repeats", type=int, help="timed updates per device (default 10)")
+    b.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: PyTorch's default)")
+    b.add_argument("--quick", action="store_true", help="seconds: two short episodes, two repeats, 3 demo-phase steps; claims nothing")
+    b.set_defaults(func=_bench)
     b = bsub.add_parser("transport", help="learner link: episode ingest steps/s + ack latency, weight broadcast "
                                           "latency to 1/4/8 robots (default policy, 100 MB model), vs plain baselines")
     b.add_argument("--json", required=True)
@@ -429,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(with --init: the policy's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--whole-episodes", action="store_true",
                    help="learn from the settle tail after success too (default: stop at meta.extra.success_step)")
     p.add_argument("--shift-pad", type=int, default=4, help="random-shift augmentation in pixels (0: off)")
@@ -620,10 +653,17 @@ def _learner(args) -> int:
             setattr(config, key, type(getattr(config, key))(value) if not isinstance(getattr(config, key), bool)
                     else value.lower() in ("1", "true", "yes"))
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if distributed:  # under torchrun: data-parallel ranks, gradients averaged over gloo
+        if distributed:  # under torchrun: data-parallel ranks, gradients averaged over NCCL (GPUs) or gloo
+            import torch
             import torch.distributed
 
-            torch.distributed.init_process_group(backend="gloo")
+            from robot_rl.learn.device import process_group_backend, resolve_device
+
+            device = resolve_device(config.device, what="learner device")
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # NCCL's collectives run on the current device
+            config.device = str(device)
+            torch.distributed.init_process_group(backend=process_group_backend(device))
         learner = Learner(config, log_fn=logging.getLogger("robot_rl.learner").info)
     except (ValueError, FileNotFoundError, KeyFileError) as exc:
         print(f"robot-rl learner: {exc}", file=sys.stderr)

@@ -35,6 +35,7 @@ import yaml
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
 from robot_rl.learn.bc import OBJECT_HEAD_LR_SCALE, ObjectPositionHead, read_checkpoint, save_checkpoint
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
+from robot_rl.learn.device import resolve_device, to_device
 from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, demo_phase, episode_decisions,
                                 evaluate_rows, explained_variance, fit_value, gae, ppo_update, step_arrays)
 from robot_rl.policy.text import InstructionEncoder
@@ -73,6 +74,10 @@ class LearnerConfig:
     secret_key: str = "keys/learner.key_secret"
     allowed_keys: str = "keys/allowed_robots"
     threads: int = 0
+    # where updates compute: auto (a GPU when PyTorch sees one, else the CPU), cpu, cuda, cuda:N; under
+    # torchrun each rank takes cuda:LOCAL_RANK (learn/device.py). Episodes, buffers, checkpoints and
+    # published weights stay on the CPU whichever it is.
+    device: str = "auto"
     seed: int = 0
     tensorboard: bool = True
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -176,13 +181,16 @@ class Learner:
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device, what="learner device")
         self.rng = np.random.default_rng(config.seed)
         self.model, table = load_start_policy(config.policy)
-        self.behaviour = VLAModel(self.model.config).eval()  # scratch model for old versions' log-probs
+        self.model.to(self.device)
+        # scratch model for old versions' log-probs
+        self.behaviour = VLAModel(self.model.config).to(self.device).eval()
         self.reference = None  # the starting policy, frozen, for the anchor (ppo.py section 8)
         if config.ppo.anchor_coef > 0:
             # loaded again from the same spec, so a resumed learner anchors to the same weights
-            self.reference = load_start_policy(config.policy)[0].eval().requires_grad_(False)
+            self.reference = load_start_policy(config.policy)[0].to(self.device).eval().requires_grad_(False)
         self.encoder = InstructionEncoder(table)
         if not config.ppo.train_image_encoders:
             # fewer parameters per noisy on-policy step; also spares the backward pass through the CNNs
@@ -213,7 +221,7 @@ class Learner:
         self.stop_event = threading.Event()
         self.parallel = None  # data-parallel part when torch.distributed is initialised (torchrun)
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            self.parallel = DataParallel(torch.distributed.get_rank(), torch.distributed.get_world_size())
+            self.parallel = DataParallel(torch.distributed.get_rank(), torch.distributed.get_world_size(), self.device)
         self.object_head: ObjectPositionHead | None = None  # training-only (ppo.py section 6, objects_coef)
         if not self._resume():
             self.versions.add(0, self.model.state_dict())
@@ -234,7 +242,7 @@ class Learner:
 
     def _new_object_head(self, mean: np.ndarray, std: np.ndarray) -> ObjectPositionHead:
         c = self.model.config
-        head = ObjectPositionHead(c.image_features * len(c.cameras), mean, std)
+        head = ObjectPositionHead(c.image_features * len(c.cameras), mean, std).to(self.device)
         self.demo_optimiser.add_param_group({"params": list(head.parameters()),
                                              "lr": self.config.ppo.demo_lr * OBJECT_HEAD_LR_SCALE})
         return head
@@ -254,15 +262,16 @@ class Learner:
         mean, std = objects.mean(0), objects.std(0)
         head = self._new_object_head(mean, std)
         self.model.eval()
-        feats = torch.cat([self.model.image_features({c: torch.from_numpy(self.demos.images[c][rows[i:i + 256]])
-                                                       for c in self.model.config.cameras})
+        # the features on the CPU in float64: the solve is small, and the same on every device
+        feats = torch.cat([self.model.image_features(to_device({c: torch.from_numpy(self.demos.images[c][rows[i:i + 256]])
+                                                                 for c in self.model.config.cameras}, self.device)).cpu()
                            for i in range(0, len(rows), 256)]).double()
-        target = torch.from_numpy((objects - mean) / head.std.numpy()).double()
+        target = torch.from_numpy((objects - mean) / head.std.cpu().numpy()).double()
         x = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], dim=1)
         solution = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64), x.T @ target)
         head.linear.weight.copy_(solution[:-1].T.float())
         head.linear.bias.copy_(solution[-1].float())
-        _, mm = head.loss(feats.float(), torch.from_numpy(objects))
+        _, mm = head.loss(feats.float().to(self.device), torch.from_numpy(objects).to(self.device))
         self.object_head = head
         self.log(f"object head: fitted on {len(rows)} demo rows, mean error {mm:.1f} mm")
 
@@ -397,9 +406,11 @@ class Learner:
             if i in d.last_obs:
                 t = d.last_obs[i]
                 with torch.no_grad():
-                    images = {cam: torch.from_numpy(e.images[cam][t:t + 1]) for cam in e.meta.cameras}
-                    _, _, v = self.model.forward_normalised(images, torch.from_numpy(e.joint_positions[t:t + 1]),
-                                                            torch.from_numpy(self._embed(e.meta.instruction)[None]))
+                    images, joints, text = to_device(
+                        ({cam: torch.from_numpy(e.images[cam][t:t + 1]) for cam in e.meta.cameras},
+                         torch.from_numpy(e.joint_positions[t:t + 1]),
+                         torch.from_numpy(self._embed(e.meta.instruction)[None])), self.device)
+                    _, _, v = self.model.forward_normalised(images, joints, text)
                 next_values[last_row] = float(v[0])
             else:
                 next_values[last_row] = 0.0

@@ -114,6 +114,7 @@ import torch.nn.functional as F
 
 from robot_rl.data.episodes import Episode
 from robot_rl.learn.bc import random_shift
+from robot_rl.learn.device import model_device, to_device
 from robot_rl.policy.vla import VLAModel
 
 NOT_POLICY = -1  # policy_version / obs_step / chunk_step of a step no policy chunk produced
@@ -298,23 +299,26 @@ def demo_nll(model: VLAModel, images, joints, text, actions, mask, outputs: tupl
     return -(log_prob / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)).mean()
 
 
-def tensors(d: Decisions, rows: np.ndarray, embed) -> tuple:
+def tensors(d: Decisions, rows: np.ndarray, embed, device: torch.device | None = None) -> tuple:
+    """(images, joints, text, actions, mask) of ``rows``, on ``device`` (None: the CPU)."""
     images = {c: torch.from_numpy(v[rows]) for c, v in d.images.items()}
     text = torch.from_numpy(np.stack([embed(d.instructions[i]) for i in rows]))
-    return (images, torch.from_numpy(d.joints[rows]), text, torch.from_numpy(d.actions[rows]),
-            torch.from_numpy(d.mask[rows].astype(np.float32)))
+    out = (images, torch.from_numpy(d.joints[rows]), text, torch.from_numpy(d.actions[rows]),
+           torch.from_numpy(d.mask[rows].astype(np.float32)))
+    return to_device(out, device) if device is not None else out
 
 
 @torch.no_grad()
 def evaluate_rows(model: VLAModel, d: Decisions, embed, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(log-probabilities, values) of all rows under ``model``."""
     model.eval()
+    device = model_device(model)
     lps, vals = [], []
     for start in range(0, len(d), batch):
         rows = np.arange(start, min(start + batch, len(d)))
-        lp, v, _ = chunk_log_prob(model, *tensors(d, rows, embed))
-        lps.append(lp.numpy())
-        vals.append(v.numpy())
+        lp, v, _ = chunk_log_prob(model, *tensors(d, rows, embed, device))
+        lps.append(lp.cpu().numpy())
+        vals.append(v.cpu().numpy())
     return np.concatenate(lps), np.concatenate(vals)
 
 
@@ -325,10 +329,10 @@ class DataParallel:
     loss on its slice ``rows[rank::world]`` of every minibatch, and the gradients are averaged before
     the step, so all ranks take identical steps (their weights stay equal) and the update equals one
     learner's on the whole minibatch. The KL that stops an update early is averaged too, so every rank
-    stops at the same minibatch."""
+    stops at the same minibatch. ``device``: where this rank computes (NCCL reduces GPU tensors only)."""
 
-    def __init__(self, rank: int, world: int):
-        self.rank, self.world = rank, world
+    def __init__(self, rank: int, world: int, device: torch.device | str = "cpu"):
+        self.rank, self.world, self.device = rank, world, torch.device(device)
 
     def slice(self, rows: np.ndarray) -> np.ndarray:
         return rows[self.rank::self.world]
@@ -343,7 +347,7 @@ class DataParallel:
             p.grad /= self.world
 
     def mean(self, value: float) -> float:
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return float(t.item()) / self.world
 
@@ -358,6 +362,7 @@ def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generat
     if config.demo_shift_pad > 0:  # the augmentation behaviour cloning trained with (learn/bc.py)
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
         sample = ({c: random_shift(v, config.demo_shift_pad, generator) for c, v in sample[0].items()},) + sample[1:]
+    sample = to_device(sample, model_device(model))  # drawn and shifted on the CPU (the same draws on any device)
     drawn = len(sample[1])
     world = parallel.world if parallel is not None else 1
     if parallel is not None:
@@ -417,11 +422,12 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 def trunk_features(model: VLAModel, d: Decisions, embed, batch: int = 128) -> torch.Tensor:
     """The trunk's features of every row of ``d`` (what the value head reads)."""
     model.eval()
+    device = model_device(model)
     out = []
     for start in range(0, len(d), batch):
-        images, joints, text, _, _ = tensors(d, np.arange(start, min(start + batch, len(d))), embed)
+        images, joints, text, _, _ = tensors(d, np.arange(start, min(start + batch, len(d))), embed, device)
         out.append(model.features(images, joints, text))
-    return torch.cat(out) if out else torch.zeros(0)
+    return torch.cat(out) if out else torch.zeros(0, device=device)
 
 
 def fit_value(model: VLAModel, optimiser: torch.optim.Optimizer, window: list[tuple[Decisions, np.ndarray]],
@@ -433,12 +439,13 @@ def fit_value(model: VLAModel, optimiser: torch.optim.Optimizer, window: list[tu
     if not window or config.value_steps <= 0:
         return {}
     features = torch.cat([trunk_features(model, d, embed) for d, _ in window])
-    targets = torch.from_numpy(np.concatenate([r for _, r in window]).astype(np.float32))
+    targets = torch.from_numpy(np.concatenate([r for _, r in window]).astype(np.float32)).to(features.device)
     head = model.value_head
     with torch.no_grad():
         before = F.mse_loss(head(features).squeeze(-1), targets).item()
     for _ in range(config.value_steps):
-        rows = torch.from_numpy(rng.choice(len(targets), min(config.value_minibatch_size, len(targets)), replace=False))
+        rows = torch.from_numpy(rng.choice(len(targets), min(config.value_minibatch_size, len(targets)),
+                                           replace=False)).to(features.device)
         optimiser.zero_grad(set_to_none=True)
         F.mse_loss(head(features[rows]).squeeze(-1), targets[rows]).backward()
         optimiser.step()
@@ -469,6 +476,7 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
     else:
         ratio_base, weight = old_log_prob, np.ones(len(old_log_prob))
     weight = weight.astype(np.float32)
+    device = model_device(model)
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                                                      "demo_nll", "anchor_kl")}
     stats["behaviour_weight"] = [float(weight.mean())] if len(weight) else []
@@ -485,17 +493,17 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
             optimiser.zero_grad(set_to_none=True)
             loss = None
             if len(rows):
-                images, joints, text, actions, mask = tensors(d, rows, embed)
+                images, joints, text, actions, mask = tensors(d, rows, embed, device)
                 outputs = model.forward_normalised(images, joints, text)
                 log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs)
-                log_ratio = log_prob - torch.from_numpy(ratio_base[rows])
+                log_ratio = log_prob - torch.from_numpy(ratio_base[rows]).to(device)
                 if config.ratio_per_dimension:  # section 5: the geometric mean over executed dimensions
                     log_ratio = log_ratio / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)
                 ratio = log_ratio.exp()
-                a = torch.from_numpy(adv[rows])
-                w = torch.from_numpy(weight[rows])
+                a = torch.from_numpy(adv[rows]).to(device)
+                w = torch.from_numpy(weight[rows]).to(device)
                 policy_loss = (w * torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip, 1 + config.clip))).mean()
-                value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]))
+                value_loss = F.mse_loss(value, torch.from_numpy(returns[rows]).to(device))
                 ppo_loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
                 if config.anchor_coef > 0:  # section 8
                     with torch.no_grad():

@@ -60,7 +60,8 @@ def _bench(args) -> int:
     if args.bench == "learner":
         from robot_rl.learn.learner_bench import LearnerBenchConfig, bench_learner
 
-        config = LearnerBenchConfig(devices=[d for d in args.devices.split(",") if d], threads=args.threads)
+        config = LearnerBenchConfig(devices=[d for d in args.devices.split(",") if d], threads=args.threads,
+                                    episodes_dir=args.episodes_dir or "", save_episodes=args.save_episodes or "")
         if args.policy:
             config.policy = args.policy
         if args.quick:  # seconds: two short episodes, two repeats, a few demo and value steps
@@ -70,7 +71,7 @@ def _bench(args) -> int:
             config.repeats = args.repeats
         try:
             bench_learner(config, args.json)
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:
             print(f"robot-rl bench learner: {exc}", file=sys.stderr)
             return 2
         return 0
@@ -421,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "a GPU named on a machine without one is an error)")
     b.add_argument("--policy", help="starting policy export (default policies/sim_default)")
     b.add_argument("--repeats", type=int, help="timed updates per device (default 10)")
+    b.add_argument("--episodes-dir", help="read the batch from this episode directory instead of simulating it "
+                                          "(a machine without MuJoCo)")
+    b.add_argument("--save-episodes", help="write the simulated batch here, for --episodes-dir elsewhere")
     b.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: PyTorch's default)")
     b.add_argument("--quick", action="store_true", help="seconds: two short episodes, two repeats, 3 demo-phase steps; claims nothing")
     b.set_defaults(func=_bench)

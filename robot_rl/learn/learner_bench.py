@@ -5,7 +5,10 @@ on 2 CPU cores beside the actor and the evaluator), and a user with a GPU box wa
 GPU buys. This benchmark measures the update itself, on the same batch for every device:
 
 1. Episodes: the starting policy acts in the MuJoCo tabletop with exploration noise (``SimActor``,
-   ``execute_steps`` as the learning benchmark), every task in turn, as version 0.
+   ``execute_steps`` as the learning benchmark), every task in turn, as version 0. Or, where MuJoCo
+   is not installed (a bare GPU machine), episodes recorded before (``--episodes-dir``: the first
+   ``episodes`` of a directory written with ``--save-episodes``, or any robot_rl episodes the
+   starting policy acted as version 0).
 2. Per device (``cpu``, ``cuda``, ...): a fresh ``Learner`` on that device (``device`` setting,
    ``learn/device.py``) with the HIL arm's settings (PPO, the demo phase of ``HIL_DEMO_PHASE`` on a
    demo buffer holding the episodes' steps, the value fit), one warm-up update, then ``repeats``
@@ -47,10 +50,21 @@ class LearnerBenchConfig:
     threads: int = 0  # PyTorch CPU threads (0: PyTorch's default)
     seed: int = 0
     ppo: dict = field(default_factory=dict)  # on top of the HIL arm's settings (--quick: fewer demo and value steps)
+    episodes_dir: str = ""  # read the episodes from here instead of simulating them
+    save_episodes: str = ""  # write the simulated episodes here (to bench a machine without MuJoCo later)
 
 
 def collect_episodes(config: LearnerBenchConfig) -> list:
-    """``config.episodes`` episodes of the starting policy with exploration noise, tasks in turn."""
+    """``config.episodes`` episodes of the starting policy with exploration noise, tasks in turn (or
+    the first of ``config.episodes_dir``)."""
+    from robot_rl.data.episodes import list_episodes, read_episode
+
+    if config.episodes_dir:
+        paths = list_episodes(config.episodes_dir)[:config.episodes]
+        if len(paths) < config.episodes:
+            raise ValueError(f"--episodes-dir {config.episodes_dir}: {len(paths)} episodes, the benchmark needs "
+                             f"{config.episodes}")
+        return [read_episode(p) for p in paths]
     from robot_rl.inference.backends import read_metadata
     from robot_rl.learn.actor import SimActor
     from robot_rl.policy.base import PolicyConfig, make_policy
@@ -133,6 +147,11 @@ def bench_learner(config: LearnerBenchConfig, json_path: str | Path, log=print) 
     devices = [resolve_device(d, what="bench learner --devices") for d in config.devices]  # fail before any work
     t0 = time.perf_counter()
     episodes = collect_episodes(config)
+    if config.save_episodes:
+        from robot_rl.data.episodes import write_episode
+
+        for e in episodes:
+            write_episode(config.save_episodes, e)
     steps = sum(len(e) for e in episodes)
     log(f"bench learner: {len(episodes)} episodes ({steps} steps) of {config.policy} in {time.perf_counter() - t0:.1f} s; "
         f"devices {[str(d) for d in devices]}, {config.repeats} timed updates each")

@@ -80,9 +80,10 @@ def test_cli_commands_refuse_a_missing_gpu_with_exit_2(tmp_path, tiny_export):
 
 
 def test_bench_learner_quick_times_updates_on_the_cpu_and_writes_json(tmp_path):
-    out = tmp_path / "learner.json"
-    done = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "learner", "--quick", "--devices", "cpu",
-                           "--json", str(out)], capture_output=True, text=True, timeout=240)
+    out, saved = tmp_path / "learner.json", tmp_path / "episodes"
+    bench = [sys.executable, "-m", "robot_rl.cli", "bench", "learner", "--quick", "--devices", "cpu"]
+    done = subprocess.run(bench + ["--json", str(out), "--save-episodes", str(saved)], capture_output=True, text=True,
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     cpu = report["devices"]["cpu"]
@@ -90,3 +91,13 @@ def test_bench_learner_quick_times_updates_on_the_cpu_and_writes_json(tmp_path):
     assert cpu["batch_decisions"] > 0 and cpu["demo_steps"] == 3 and cpu["speedup_vs_cpu"] == 1.0
     assert cpu["weights_vs_cpu"]["max_abs"] == 0.0  # the CPU against itself
     assert report["steps"] > 0 and report["machine"]["torch"] == torch.__version__
+    # the same batch read back (as a machine without MuJoCo would) learns the same update
+    again = subprocess.run(bench + ["--json", str(tmp_path / "again.json"), "--episodes-dir", str(saved), "--repeats", "1"],
+                           capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-2000:]
+    replayed = json.loads((tmp_path / "again.json").read_text())
+    assert replayed["steps"] == report["steps"] and replayed["devices"]["cpu"]["batch_decisions"] == cpu["batch_decisions"]
+    (tmp_path / "empty").mkdir()
+    short = subprocess.run(bench + ["--json", str(tmp_path / "x.json"), "--episodes-dir", str(tmp_path / "empty")],
+                           capture_output=True, text=True, timeout=240)
+    assert short.returncode == 2 and "0 episodes, the benchmark needs 2" in short.stderr

@@ -123,13 +123,13 @@ def _synchronise(device: torch.device) -> None:
 
 
 def weights_difference(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> dict:
-    """Largest absolute difference over every floating tensor, and the largest relative to that tensor's
-    largest magnitude (where the difference is worst)."""
+    """Largest absolute difference over every floating tensor of two CPU state dicts, and the largest
+    relative to that tensor's largest magnitude (where the difference is worst)."""
     worst_abs, worst_rel, where = 0.0, 0.0, ""
     for name, ref in reference.items():
         if not torch.is_floating_point(ref):
             continue
-        diff = float((other[name].float().cpu() - ref.float().cpu()).abs().max()) if ref.numel() else 0.0
+        diff = float((other[name].float() - ref.float()).abs().max()) if ref.numel() else 0.0
         scale = float(ref.float().abs().max()) if ref.numel() else 0.0
         rel = diff / scale if scale > 0 else diff
         worst_abs = max(worst_abs, diff)

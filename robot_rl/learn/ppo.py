@@ -305,7 +305,7 @@ def tensors(d: Decisions, rows: np.ndarray, embed, device: torch.device | None =
     text = torch.from_numpy(np.stack([embed(d.instructions[i]) for i in rows]))
     out = (images, torch.from_numpy(d.joints[rows]), text, torch.from_numpy(d.actions[rows]),
            torch.from_numpy(d.mask[rows].astype(np.float32)))
-    return to_device(out, device) if device is not None else out
+    return out if device is None else to_device(out, device)
 
 
 @torch.no_grad()

@@ -135,12 +135,13 @@ class SafetyNode(Node):
             self.last_reason = decision.reason
             return
         self.command_pub.publish(Float64MultiArray(data=decision.positions.tolist()))
-        self.executed_pub.publish(joint_state_msg(self.filter.joint_names, decision.positions,
-                                                  stamp=decision.stamp,
-                                                  frame_id="handover" if decision.blended else decision.source))
+        # The command has left this node: the loop latency ends here, before the record of it below.
         if decision.source == "policy" and decision.stamp != self.last_latency_stamp:
             self.latency_ms.add((now_sec(self) - decision.stamp) * 1e3)
             self.last_latency_stamp = decision.stamp
+        self.executed_pub.publish(joint_state_msg(self.filter.joint_names, decision.positions,
+                                                  stamp=decision.stamp,
+                                                  frame_id="handover" if decision.blended else decision.source))
         self.counts[decision.source] = self.counts.get(decision.source, 0) + 1
         if decision.clamped:
             self.clamped += 1

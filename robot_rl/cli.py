@@ -57,6 +57,8 @@ def _bench(args) -> int:
                                       layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1)
         run_perception_bench(config, args.policy or [], args.json)
         return 0
+    if args.bench == "refit":
+        return _bench_refit(args)
     if args.bench == "learner":
         from robot_rl.learn.learner_bench import LearnerBenchConfig, bench_learner
 
@@ -99,6 +101,36 @@ def _key_values(items: list[str] | None, flag: str, example: str) -> list[tuple[
     return pairs
 
 
+def _learner_overrides(items: list[str] | None) -> dict:
+    """``--set ppo.lr=1e-4`` options as a nested LearnerConfig override dict."""
+    learner: dict = {}
+    for key, value in _key_values(items, "--set", "ppo.lr=1e-4"):
+        *path, leaf = key.split(".")
+        node = learner
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return learner
+
+
+def _bench_refit(args) -> int:
+    from robot_rl.learn.refit import RefitConfig, refit
+
+    given = {k: v for k, v in {"policy": args.policy, "tasks": args.task, "eval_seeds": args.eval_seeds,
+                               "execute_steps": args.execute_steps, "threads": args.threads}.items() if v is not None}
+    steps = [int(s) for s in args.steps.split(",") if s.strip()] if args.steps else None
+    if args.quick:  # seconds: two short fits, one layout per task
+        steps, given["eval_seeds"] = steps or [2, 4], 1
+    try:
+        config = RefitConfig(demos=args.demos, episodes=args.episodes, learner=_learner_overrides(args.set),
+                             **({"steps": steps} if steps else {}), **given)
+        refit(config, args.json)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"robot-rl bench refit: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench_learning(args) -> int:
     from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, quick_config
 
@@ -107,13 +139,7 @@ def _bench_learning(args) -> int:
         "eval_every": args.eval_every, "eval_seeds": args.eval_seeds, "tasks": args.task or None,
         "policy": args.policy, "critic": args.critic, "out_dir": args.out_dir, "execute_steps": args.execute_steps,
         "episodes_per_update": args.episodes_per_update, "demos_per_task": args.demos_per_task}.items() if v is not None}
-    learner: dict = {}
-    for key, value in _key_values(args.set, "--set", "ppo.lr=1e-4"):
-        *path, leaf = key.split(".")
-        node = learner
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    learner = _learner_overrides(args.set)
     if learner:
         given["learner"] = learner
     human = dict(_key_values(args.human, "--human", "trigger=stall"))
@@ -403,6 +429,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="keep the runs the report at --json already holds for these settings and measure only the "
                         "missing arms and seeds (a stopped benchmark goes on; --seeds 1 grows to --seeds 3)")
+    b.set_defaults(func=_bench)
+    b = bsub.add_parser("refit", help="DAgger's question for a HIL run: fit the starting policy offline to the run's "
+                                      "aggregate demo buffer (demonstrations + the human's steps) with the learner's "
+                                      "demo phase, and evaluate after each step count on the held-out layouts")
+    b.add_argument("--demos", required=True, help="the run's preloaded demonstrations (bench learning: "
+                                                  "<out-dir>/demos-<N>-per-task-<hash>)")
+    b.add_argument("--episodes", action="append", required=True,
+                   help="the run's episodes (bench learning --set keep_episodes=true keeps them in "
+                        "<out-dir>/progress_hil/seed<N>/learner/episodes; repeat)")
+    b.add_argument("--policy", help="the run's starting policy (default policies/sim_default)")
+    b.add_argument("--steps", help="demo-phase steps to evaluate after, increasing (default 500,1000,2000,4000)")
+    b.add_argument("--task", action="append", help="task name (repeat; default: all four)")
+    b.add_argument("--eval-seeds", type=int, help="held-out layouts per task (default 50)")
+    b.add_argument("--execute-steps", type=int, help="chunk points executed per policy query (default 4)")
+    b.add_argument("--threads", type=int, help="torch threads (default 2)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="learner setting as the run had it, e.g. ppo.demo_human_fraction=0.5 (repeat)")
+    b.add_argument("--json", required=True)
+    b.add_argument("--quick", action="store_true", help="a few steps, one layout per task; claims nothing")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("perception", help="is a task's limit what the policy sees? behaviour cloning on the true "
                                            "state (with the objects frozen, with noise on the cube) and a linear probe "

@@ -79,3 +79,14 @@ def test_convert_to_lerobot_without_a_lerobot_environment_says_how_to_make_one(t
     assert done.returncode == 2
     assert "no lerobot environment" in done.stderr and "make lerobot-env" in done.stderr
     assert not (tmp_path / "ds").exists()
+
+
+def test_bench_refit_refuses_a_missing_directory_naming_the_flag(tmp_path):
+    (tmp_path / "demos").mkdir()
+    proc = run("bench", "refit", "--demos", str(tmp_path / "demos"), "--episodes", str(tmp_path / "kept"),
+               "--json", str(tmp_path / "refit.json"))
+    assert proc.returncode == 2 and f"--episodes {tmp_path / 'kept'}: no such directory" in proc.stderr
+    proc = run("bench", "refit", "--demos", str(tmp_path / "demos"), "--episodes", str(tmp_path / "demos"),
+               "--steps", "100,50", "--json", str(tmp_path / "refit.json"))
+    assert proc.returncode == 2 and "expected increasing positive step counts" in proc.stderr
+    assert not (tmp_path / "refit.json").exists()

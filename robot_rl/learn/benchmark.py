@@ -353,6 +353,19 @@ DEFAULTS_BEFORE_LEARNER_SETTINGS = {"ppo": {"value_steps": 0}}
 SETTINGS_ADDED_LATER = {"ppo": {"anchor_coef": 0.0, "objects_coef": 0.0}}
 
 
+def _keep_or_drop_episodes(learner_dir: Path, keep: bool) -> None:
+    """The run's episodes wait in the learner's inbox (the benchmark never checkpoints, so nothing
+    moves them). They are dropped, unless ``--set keep_episodes=true`` asked to keep them in
+    ``learner/episodes`` for offline study (``robot-rl bench refit``)."""
+    inbox = learner_dir / "inbox"
+    if keep and inbox.is_dir():
+        (learner_dir / "episodes").mkdir(exist_ok=True)
+        for episode in sorted(inbox.iterdir()):
+            if episode.is_dir() and not episode.name.endswith(".partial"):  # a write cut off: not an episode
+                shutil.move(str(episode), str(learner_dir / "episodes" / episode.name))
+    shutil.rmtree(inbox, ignore_errors=True)
+
+
 def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -> dict:
     """One arm, one seed: the asynchronous loop and its evaluations. Returns the run's record."""
     import torch
@@ -437,7 +450,7 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
     evaluations = _read_jsonl(learner_dir / "eval.jsonl")
     episodes = _read_jsonl(run_dir / "actor.jsonl")
     updates = learner.history
-    shutil.rmtree(learner_dir / "inbox", ignore_errors=True)  # the episodes themselves are not kept
+    _keep_or_drop_episodes(learner_dir, bool(overrides.get("keep_episodes")))
     return {
         "arm": arm_name, "seed": seed, "wall_s": round(wall_s, 1), "train_s": round(train_s, 1),
         "evaluations": evaluations,

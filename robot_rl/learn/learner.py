@@ -275,6 +275,11 @@ class Learner:
         self.object_head = head
         self.log(f"object head: fitted on {len(rows)} demo rows, mean error {mm:.1f} mm")
 
+    def add_human_steps(self, episode: Episode) -> int:
+        """HIL (3), human-guided exploration: the steps the human commanded join the demo buffer (they
+        never enter the PPO ratio). Returns the rows added; ``bench refit`` rebuilds a run's buffer with it."""
+        return self.demos.add_episode(episode, np.nonzero(episode.intervention)[0])
+
     def _compatible(self, episode: Episode) -> bool:
         c, m = self.model.config, episode.meta
         missing = [cam for cam in c.cameras if cam not in m.cameras]
@@ -366,7 +371,7 @@ class Learner:
                 stride = max(1, round(cfg.critic_stride_s * e.meta.control_rate_hz))
                 rewards, done = critic_rewards(self._critic(), e, stride, cfg.reward)
             if cfg.hil.human_guided and e.intervention.any():
-                self.counters["human_steps"] += self.demos.add_episode(e, np.nonzero(e.intervention)[0])
+                self.counters["human_steps"] += self.add_human_steps(e)
             decisions = episode_decisions(e, rewards, c.chunk_length, cfg.ppo.gamma, end=done,
                                           intervention_penalty=cfg.ppo.intervention_penalty)
             report["returns"].append(float(rewards[: done].sum() if done else rewards.sum()))

@@ -8,7 +8,7 @@ success, the loop under-fits its data (more demo-phase steps per update, or a pe
 pay); if it ends where the run did, the data is what limits it, and more fitting will not help.
 
 It builds the buffer exactly as the learner does (``Learner._preload_demos``, then each episode's
-intervened steps, as ``Learner.prepare`` adds them), fits the object head the learner fits when
+intervened steps, with ``Learner.add_human_steps`` as ``Learner.prepare`` does), fits the object head the learner fits when
 ``ppo.objects_coef`` > 0, and runs the learner's own demo phase (``ppo.demo_phase``, the HIL arm's
 settings: ``HIL_DEMO_PHASE`` under the ``--set`` overrides) from the starting policy, evaluating with
 simulator ground truth on the benchmark's held-out layouts after each requested step count.
@@ -65,7 +65,7 @@ def ppo_settings(config: RefitConfig) -> dict:
 def refit(config: RefitConfig, json_path: str, echo=print) -> dict:
     import torch
 
-    from robot_rl.data.episodes import list_episodes, read_episode
+    from robot_rl.data.episodes import list_episodes, read_episode, read_meta
     from robot_rl.learn.benchmark import _policy, evaluate_weights
     from robot_rl.learn.learner import Learner, LearnerConfig, state_bytes
     from robot_rl.learn.ppo import demo_phase
@@ -73,14 +73,16 @@ def refit(config: RefitConfig, json_path: str, echo=print) -> dict:
     torch.set_num_threads(config.threads)
     paths = [p for d in config.episodes for p in list_episodes(d)]
     if not paths:
-        raise FileNotFoundError(f"--episodes {config.episodes}: no episodes there (a learner's episodes/ or bench learning --set keep_episodes=true)")
+        raise FileNotFoundError(f"--episodes {config.episodes}: no episodes there (a learner's episodes/, or "
+                                "bench learning --set keep_episodes=true)")
     # room for every row: the demonstrations' steps and every intervened step (nothing evicted)
-    demo_rows = sum(len(read_episode(p)) for p in list_episodes(config.demos))
+    demo_rows = sum(read_meta(p).length for p in list_episodes(config.demos))
     episodes = [read_episode(p) for p in paths]
     human_rows = int(sum(e.intervention.sum() for e in episodes))
     scratch = Path(tempfile.mkdtemp(prefix="robot_rl_refit_"))
     overrides = {k: v for k, v in config.learner.items() if k not in ("ppo", "hil")}
-    ppo = {**ppo_settings(config), "demo_steps": config.steps[0]}  # > 0: the learner fits the object head
+    settings = ppo_settings(config)
+    ppo = {**settings, "demo_steps": config.steps[0]}  # > 0: the learner fits the object head
     learner_cfg = LearnerConfig.from_dict({
         **overrides, "run_dir": str(scratch / "learner"), "policy": config.policy, "demos": config.demos,
         "demo_capacity": demo_rows + human_rows + 1, "checkpoint_every": 10 ** 9, "keep_episodes": False,
@@ -89,11 +91,11 @@ def refit(config: RefitConfig, json_path: str, echo=print) -> dict:
     try:
         learner = Learner(learner_cfg, log_fn=lambda *_: None)
         preloaded = len(learner.demos)
-        added = sum(learner.demos.add_episode(e, np.nonzero(e.intervention)[0]) for e in episodes if learner._compatible(e))
+        added = sum(learner.add_human_steps(e) for e in episodes if learner._compatible(e))
         echo(f"refit: demo buffer {len(learner.demos)} rows ({preloaded} from {config.demos}, {added} intervened steps "
-             f"of {len(episodes)} episodes); demo phase {ppo_settings(config)}")
+             f"of {len(episodes)} episodes); demo phase {settings}")
         policy = _policy(config.policy, False, 0)
-        report = {"benchmark": "refit", "config": json.loads(json.dumps(config.__dict__)), "ppo": ppo_settings(config),
+        report = {"benchmark": "refit", "config": json.loads(json.dumps(config.__dict__)), "ppo": settings,
                   "buffer": {"rows": len(learner.demos), "demonstration_rows": preloaded, "human_rows": added,
                              "episodes": len(episodes)},
                   "points": []}

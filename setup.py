@@ -6,8 +6,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "robot_rl"
-NODES = ["sim_bridge_node", "camera_node", "robot_driver_node", "policy_node", "safety_node", "reward_node", "teleop_node",
-         "episode_node", "record_node"]
+NODES = ["sim_bridge_node", "camera_node", "robot_driver_node", "policy_node", "safety_node", "control_node", "reward_node",
+         "teleop_node", "episode_node", "record_node"]
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:

@@ -4,7 +4,9 @@ Runs the sim graph with (by default) 640x480 RGB images from two cameras at 30 H
 oracle, resetting episodes so the arm keeps moving, and writes JSON with the image-stamp-to-command
 latency (measured in the safety node as the command leaves it, and again at this client one DDS hop
 later), the frame's age at each hop, the policy's inference time, the jitter of the command stream
-and the pipeline overhead (latency minus inference) against the 5 ms goal.
+and the pipeline overhead (latency minus inference) against the 5 ms goal. By default it measures two
+layouts of the same graph one after the other: the policy and safety nodes as separate processes,
+and composed in one ``control_node`` process.
 """
 
 from __future__ import annotations
@@ -20,13 +22,46 @@ from robot_rl.graph import SimGraph
 from robot_rl.stats import summarise
 
 GOAL_OVERHEAD_MS = 5.0
+LAYOUTS = ("processes", "composed")  # in the order a run measures them
 
 
 def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height: int = 480, rate_hz: float = 30.0,
-               policy: str = "oracle", episode_s: float = 6.0, echo=print) -> dict:
-    log_path = str(Path(tempfile.gettempdir()) / "robot_rl_bench_loop.log")
-    overrides = {"policy": policy, "control_rate_hz": str(rate_hz), "image_width": str(width), "image_height": str(height)}
-    echo(f"bench loop: {width}x{height} x2 cameras at {rate_hz} Hz for {duration:.0f} s, policy {policy}; node logs {log_path}")
+               policy: str = "oracle", episode_s: float = 6.0, layouts: tuple[str, ...] = LAYOUTS, echo=print) -> dict:
+    """Measure each layout in turn, in the same run, and write one JSON.
+
+    ``layouts``: 'processes' (the policy and safety nodes in processes of their own) and/or 'composed'
+    (both in one control_node process, each chunk handed to the safety filter by a call). With both,
+    the top-level numbers are the composed layout's (the lowest-latency one the package runs), each
+    layout's whole report is under ``layouts`` and ``composed_vs_processes`` holds the ratios.
+    """
+    unknown = [layout for layout in layouts if layout not in LAYOUTS]
+    if unknown or not layouts:
+        raise ValueError(f"bench loop: layouts {list(layouts)}: expected one or more of {list(LAYOUTS)}")
+    reports = {layout: _measure_layout(layout, duration, width, height, rate_hz, policy, episode_s, echo)
+               for layout in layouts}
+    report = dict(reports[layouts[-1]])
+    if len(reports) > 1:
+        report["layouts"] = reports
+    if {"processes", "composed"} <= set(reports):
+        before, after = reports["processes"], reports["composed"]
+        report["composed_vs_processes"] = {
+            "latency_p50_ratio": round(after["latency_ms"]["p50"] / before["latency_ms"]["p50"], 3),
+            "latency_p99_ratio": round(after["latency_ms"]["p99"] / before["latency_ms"]["p99"], 3),
+            "overhead_p99_ms": [round(before["pipeline_overhead_ms_p99"], 3), round(after["pipeline_overhead_ms_p99"], 3)],
+        }
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(report, indent=2))
+    echo(f"-> {json_path}")
+    return report
+
+
+def _measure_layout(layout: str, duration: float, width: int, height: int, rate_hz: float, policy: str,
+                    episode_s: float, echo) -> dict:
+    log_path = str(Path(tempfile.gettempdir()) / f"robot_rl_bench_loop_{layout}.log")
+    overrides = {"policy": policy, "control_rate_hz": str(rate_hz), "image_width": str(width), "image_height": str(height),
+                 "composed": str(layout == "composed").lower()}
+    echo(f"bench loop: {width}x{height} x2 cameras at {rate_hz} Hz for {duration:.0f} s, policy {policy}, "
+         f"{layout}; node logs {log_path}")
     with open(log_path, "w") as log, SimGraph(overrides, out=log) as graph:
         client = graph.client
         client.wait_ready(timeout=90)
@@ -71,6 +106,7 @@ def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height:
         "measured_command_rate_hz": round(1e3 / stats["period_ms"]["p50"], 2) if stats["period_ms"]["n"] else 0.0,
         "duration_s": duration,
         "policy": policy,
+        "layout": layout,
         "latency_ms": latency,
         "latency_at_client_ms": stats["latency_ms"],
         "inference_ms": inference,
@@ -96,11 +132,9 @@ def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height:
                  "the same command's arrival at the benchmark client, one DDS hop later; stages: the frame's age "
                  "at each hop (p50/p99 over each node's last 300 samples); inference from /policy/status",
     }
-    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(json_path).write_text(json.dumps(report, indent=2))
-    echo(f"latency p50 {latency['p50']:.2f} ms p99 {latency['p99']:.2f} ms; inference p99 "
+    echo(f"{layout}: latency p50 {latency['p50']:.2f} ms p99 {latency['p99']:.2f} ms; inference p99 "
          f"{inference['p99']:.2f} ms; overhead p99 {overhead_p99:.2f} ms (goal < {GOAL_OVERHEAD_MS} ms); "
-         f"jitter p99 {stats['period_jitter_ms']['p99']:.2f} ms; one-hop baseline p99 {hop['p99']:.2f} ms -> {json_path}")
+         f"jitter p99 {stats['period_jitter_ms']['p99']:.2f} ms; one-hop baseline p99 {hop['p99']:.2f} ms")
     return report
 
 

@@ -82,11 +82,12 @@ def _bench(args) -> int:
 
         bench_inference(args.json, policy_dir=args.policy_dir, quick=args.quick, threads=args.threads)
         return 0
-    from robot_rl.bench import bench_loop
+    from robot_rl.bench import LAYOUTS, bench_loop
 
     if args.quick:
         args.duration, args.width, args.height = min(args.duration, 6.0), 160, 120
-    bench_loop(args.json, duration=args.duration, width=args.width, height=args.height, rate_hz=args.rate, policy=args.policy)
+    bench_loop(args.json, duration=args.duration, width=args.width, height=args.height, rate_hz=args.rate, policy=args.policy,
+               layouts=LAYOUTS if args.layout == "both" else (args.layout,))
     return 0
 
 
@@ -397,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--height", type=int, default=480)
     b.add_argument("--rate", type=float, default=30.0)
     b.add_argument("--policy", default="oracle")
+    b.add_argument("--layout", choices=["both", "processes", "composed"], default="both",
+                   help="policy and safety nodes in two processes, composed in one (control_node), or both in turn")
     b.add_argument("--quick", action="store_true", help="a few seconds at 160x120, for tests")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("inference", help="batch-1 latency per backend vs PyTorch eager (default + 100M reference)")

@@ -67,6 +67,9 @@ class NodeSpec:
     env: dict[str, str] = field(default_factory=dict)  # set_env entries above this node
     argv: list[str] | None = None  # an ``executable`` entry: the command line as given, no ROS arguments
     prefix: list[str] = field(default_factory=list)  # ``launch-prefix``, split like a shell would
+    # ``name`` given in the file: the process's node is renamed to it (``__node:=``). An entry without
+    # one (a process holding several nodes, like control_node) keeps its nodes' own names, as in ROS 2.
+    rename: bool = True
 
     def command(self) -> list[str]:
         if self.argv is not None:
@@ -83,7 +86,9 @@ class NodeSpec:
             raise LaunchError(f"executable '{self.executable}' of package '{self.package}' not found on PATH")
         else:
             cmd = [*self.prefix, exe]
-        cmd += ["--ros-args", "-r", f"__node:={self.name}"]
+        cmd += ["--ros-args"]
+        if self.rename:
+            cmd += ["-r", f"__node:={self.name}"]
         if self.namespace:
             cmd += ["-r", f"__ns:={self.namespace if self.namespace.startswith('/') else '/' + self.namespace}"]
         for kind, value in self.params:
@@ -229,6 +234,7 @@ def _parse_node(body: dict, args: dict[str, str], where: str) -> NodeSpec:
         namespace=_scalar(body.get("namespace", ""), args, where),
         on_exit_shutdown=str(body.get("on_exit", "")).strip() == "shutdown",
         prefix=shlex.split(_scalar(body.get("launch-prefix", ""), args, where)),
+        rename="name" in body,
     )
     for j, param in enumerate(body.get("param") or []):
         pw = f"{where}.node({spec.name}).param[{j}]"

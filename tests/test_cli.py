@@ -26,6 +26,10 @@ def test_bench_loop_quick_writes_json(tmp_path):
     assert report["image"] == [120, 160] and report["rate_hz"] == 30.0
     assert report["latency_ms"]["n"] > 50
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] < 1000
+    # both layouts measured in the one run; the top level is the composed one's
+    assert set(report["layouts"]) == {"processes", "composed"} and report["layout"] == "composed"
+    assert all(r["latency_ms"]["n"] > 50 for r in report["layouts"].values())
+    assert report["composed_vs_processes"]["latency_p99_ratio"] > 0
 
 
 def test_export_with_evaluation_and_evaluate_command(tiny_checkpoint, tmp_path):

@@ -1,5 +1,6 @@
-"""End to end: launch/sim_launch.yaml through the launch runner (one process per node), commands
-reach the simulated arm, the oracle solves a task, and e-stop freezes the arm within a period."""
+"""End to end: launch/sim_launch.yaml through the launch runner, commands reach the simulated arm, the
+oracle solves a task, and e-stop freezes the arm within a period; in both layouts: one process per
+node, and the policy and safety nodes composed in one control_node process (``composed:=true``)."""
 
 import time
 
@@ -12,10 +13,12 @@ from std_msgs.msg import Bool
 RATE = 10.0
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory):
+@pytest.fixture(scope="module", params=["processes", "composed"])
+def graph(request, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("e2e") / "nodes.log", "w")
-    with SimGraph({"policy": "oracle", "task": "reach_cube", "control_rate_hz": str(RATE)}, out=log) as g:
+    overrides = {"policy": "oracle", "task": "reach_cube", "control_rate_hz": str(RATE),
+                 "composed": str(request.param == "composed").lower()}
+    with SimGraph(overrides, out=log) as g:
         g.client.wait_ready(timeout=90)
         yield g
     log.close()

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,19 @@ def test_sim_launch_parses_with_overrides():
     assert any(kind == "file" and value.endswith("config/policy.yaml") for kind, value in policy.params)
     cmd = policy.command()
     assert "--ros-args" in cmd and "__node:=policy" in cmd
+
+
+def test_composed_layout_runs_policy_and_safety_in_one_control_node_process():
+    nodes = parse_launch(data_path("launch", "sim_launch.yaml"), {"composed": "true", "policy": "vla"})
+    assert [n.executable for n in nodes] == ["sim_bridge_node", "control_node"]
+    control = nodes[1]
+    files = [Path(value).name for kind, value in control.params if kind == "file"]
+    assert files == ["policy.yaml", "safety.yaml"]  # each file's top-level key is its node's name
+    assert ("value", "policy:=vla") in control.params
+    cmd = control.command()
+    # no __node remap: it would give both nodes of the process one name
+    assert "--ros-args" in cmd and not any(arg.startswith("__node:=") for arg in cmd)
+    assert control.on_exit_shutdown
 
 
 def test_node_conditions_add_the_reward_node_only_when_asked():
@@ -142,6 +156,8 @@ def test_robot_launch_wires_cameras_driver_and_learning_nodes_from_configs():
     assert len(limits) == 4 and all(v.endswith("calibration/so101.yaml") for v in limits)
     assert [n.name for n in parse_launch(data_path("launch", "robot_launch.yaml"))] == [
         "camera_front", "robot_driver", "policy", "safety", "teleop"]
+    composed = parse_launch(data_path("launch", "robot_launch.yaml"), {"composed": "true"})
+    assert [n.executable for n in composed] == ["camera_node", "robot_driver_node", "control_node", "teleop_node"]
 
 
 def test_a_launch_prefix_runs_a_node_through_another_interpreter(tmp_path, capfd, monkeypatch):

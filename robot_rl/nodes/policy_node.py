@@ -111,6 +111,9 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
         self.status_pub = self.create_publisher(DiagnosticArray, "/policy/status", qos.STATUS)
         self.create_timer(1.0, self.publish_status)
+        # In-process consumer of each chunk, called before it is published (control_node hands chunks
+        # to the safety node this way; /policy/trajectory still carries them for everyone else).
+        self.chunk_sink = None
         self.runner = None
         if p["schedule"] == "queue":
             scheduler = ActionScheduler(config.control_period, p["chunk_merge"], float(p["ensemble_decay"]))
@@ -232,15 +235,17 @@ class PolicyNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"bad observation, no action: {exc}", throttle_duration_sec=1.0)
             return self._skip(f"bad input: {exc}")
-        self.chunk_pub.publish(chunk_to_msg(chunk))
+        self._send(chunk)
         self.publish_age_ms.add((now_sec(self) - stamp) * 1e3)
-        self.chunks += 1
-        self.published_at.add(time.monotonic())
 
     def on_control(self) -> None:
         chunk = self.runner.tick(now_sec(self))
-        if chunk is None:
-            return
+        if chunk is not None:
+            self._send(chunk)
+
+    def _send(self, chunk) -> None:
+        if self.chunk_sink is not None:
+            self.chunk_sink(chunk)
         self.chunk_pub.publish(chunk_to_msg(chunk))
         self.chunks += 1
         self.published_at.add(time.monotonic())

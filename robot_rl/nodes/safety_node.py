@@ -12,9 +12,14 @@ A fresh chunk, teleop command or e-stop is acted on at once; between them a time
 ``control_rate_hz`` plays out the current chunk or holds (after a chunk's last waypoint or a teleop
 command it first waits ``timed_command_grace`` of a period longer for the next fresh input). All decisions are made by
 :class:`robot_rl.safety.filter.SafetyFilter`.
+
+In ``control_node`` this node shares a process with the policy node, which hands it each chunk by a
+call instead of the topic (one DDS hop and two thread wake-ups less between image and command).
 """
 
 from __future__ import annotations
+
+import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -45,9 +50,19 @@ DEFAULTS = {
 
 
 class SafetyNode(Node):
-    def __init__(self, **kwargs) -> None:
+    """``policy_chunks='topic'``: chunks arrive on ``/policy/trajectory`` (a process of its own).
+    ``'direct'``: the process also holds the policy node, which hands each chunk to
+    :meth:`accept_chunk` by a call (``control_node``); ``/policy/trajectory`` is then not subscribed,
+    so a chunk is never applied twice."""
+
+    def __init__(self, policy_chunks: str = "topic", **kwargs) -> None:
         super().__init__("safety", **kwargs)
+        if policy_chunks not in ("topic", "direct"):
+            raise ValueError(f"SafetyNode: policy_chunks = {policy_chunks!r}: expected 'topic' or 'direct'")
         p = declare(self, DEFAULTS)
+        # Callbacks and accept_chunk may run on different threads (control_node): one lock around
+        # the filter and the command publisher. Re-entrant, because input callbacks publish commands.
+        self.lock = threading.RLock()
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         self.filter = SafetyFilter(limits, SafetyConfig(
             max_observation_age=p["max_observation_age"], joint_state_timeout=p["joint_state_timeout"],
@@ -65,7 +80,8 @@ class SafetyNode(Node):
         self.executed_pub = self.create_publisher(JointState, "/safety/command", qos.COMMAND)
         self.status_pub = self.create_publisher(DiagnosticArray, "/safety/status", qos.STATUS)
         self.create_subscription(JointState, "/joint_states", self.on_joints, qos.SENSOR_SUB)
-        self.create_subscription(JointTrajectory, "/policy/trajectory", self.on_trajectory, qos.COMMAND)
+        if policy_chunks == "topic":
+            self.create_subscription(JointTrajectory, "/policy/trajectory", self.on_trajectory, qos.COMMAND)
         self.create_subscription(JointState, "/teleop/command", self.on_teleop, qos.COMMAND)
         self.create_subscription(Bool, "/teleop/engaged", self.on_engaged, qos.COMMAND)
         self.create_subscription(Bool, "/estop", self.on_estop, qos.LATCHED)
@@ -87,48 +103,63 @@ class SafetyNode(Node):
             names, positions = joint_state_positions(msg, "/joint_states")
         except ValueError as exc:
             return self._warn(str(exc))
-        self._warn(self.filter.update_joint_state(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
+        with self.lock:
+            self._warn(self.filter.update_joint_state(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         try:
             chunk = msg_to_chunk(msg, "/policy/trajectory")
         except ValueError as exc:
-            self.filter.rejected += 1
+            with self.lock:
+                self.filter.rejected += 1
             return self._warn(str(exc))
-        now = now_sec(self)
-        self.chunk_age_ms.add((now - chunk.stamp) * 1e3)
-        reason = self.filter.update_policy(chunk, now)
-        if reason:
-            return self._warn(reason)
-        self.publish_command(event=True)
+        self.accept_chunk(chunk)
+
+    def accept_chunk(self, chunk) -> None:
+        """A policy chunk, from the topic or handed over in-process: checked, then acted on at once."""
+        with self.lock:
+            now = now_sec(self)
+            self.chunk_age_ms.add((now - chunk.stamp) * 1e3)
+            reason = self.filter.update_policy(chunk, now)
+            if reason:
+                return self._warn(reason)
+            self.publish_command(event=True)
 
     def on_teleop(self, msg: JointState) -> None:
         try:
             names, positions = joint_state_positions(msg, "/teleop/command")
         except ValueError as exc:
             return self._warn(str(exc))
-        self._warn(self.filter.update_teleop(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
-        if self.filter.engaged:
-            self.publish_command(event=True)
+        with self.lock:
+            self._warn(self.filter.update_teleop(names, positions, now_sec(self), to_sec(msg.header.stamp) or None))
+            if self.filter.engaged:
+                self.publish_command(event=True)
 
     def on_instruction(self, msg: String) -> None:
-        self.filter.new_episode(now_sec(self))
+        with self.lock:
+            self.filter.new_episode(now_sec(self))
         self.get_logger().info(f"new episode ('{msg.data}'): holding the measured position until the policy acts")
 
     def on_engaged(self, msg: Bool) -> None:
-        self.filter.update_engaged(msg.data)
+        with self.lock:
+            self.filter.update_engaged(msg.data)
 
     def on_estop(self, msg: Bool) -> None:
-        was = self.filter.estop
-        self.filter.update_estop(msg.data)
-        # (rclpy forbids one call site logging at two severities, hence two calls)
-        if self.filter.estop and not was:
-            self.get_logger().error("E-STOP LATCHED: holding the measured position")
-        elif was and not self.filter.estop:
-            self.get_logger().warning("e-stop released: waiting for fresh commands")
-        self.publish_command(event=True)
+        with self.lock:
+            was = self.filter.estop
+            self.filter.update_estop(msg.data)
+            # (rclpy forbids one call site logging at two severities, hence two calls)
+            if self.filter.estop and not was:
+                self.get_logger().error("E-STOP LATCHED: holding the measured position")
+            elif was and not self.filter.estop:
+                self.get_logger().warning("e-stop released: waiting for fresh commands")
+            self.publish_command(event=True)
 
     def publish_command(self, event: bool = False) -> None:
+        with self.lock:
+            self._publish_command(event)
+
+    def _publish_command(self, event: bool) -> None:
         decision = self.filter.step(now_sec(self))
         self._schedule_next(event, decision)
         if decision.positions is None:
@@ -160,6 +191,10 @@ class SafetyNode(Node):
             self.timer.reset()
 
     def publish_status(self) -> None:
+        with self.lock:
+            self._publish_status()
+
+    def _publish_status(self) -> None:
         f = self.filter
         values = {**{f"commands_{k}": v for k, v in self.counts.items()}, "clamped": self.clamped,
                   "rate_limited": self.rate_limited, **{f"refused_{k}": v for k, v in f.refused.items()},

@@ -93,6 +93,32 @@ def test_commands_flow_and_stale_camera_makes_safety_hold(ros):
     wait(lambda: robot.executed[-1].header.frame_id == "policy", 5, "policy resuming with fresh frames")
 
 
+def test_composed_safety_takes_chunks_only_from_its_policy_node_and_still_holds_on_a_stale_camera(ros):
+    """control_node's wiring: the policy hands its chunks to the safety node by a call; a chunk on
+    /policy/trajectory from anyone else (here a rogue publisher) is never executed in that layout."""
+    robot = FakeRobot(ros)
+    safety = ros(SafetyNode(policy_chunks="direct", parameter_overrides=[Parameter("control_rate_hz", value=20.0)]))
+    policy = PolicyNode(parameter_overrides=policy_params())
+    policy.chunk_sink = safety.accept_chunk
+    ros(policy)
+    rogue = ros(rclpy.create_node("rogue"))
+    rogue_pub = rogue.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
+    robot.instruction.publish(String(data="reach the red cube"))
+    wait(lambda: sum(m.header.frame_id == "policy" for m in robot.executed) >= 5, 15, "policy commands")
+    far = [0.5, 0.5, 0.5, 0.5, 0.5, 0.0]
+    for _ in range(5):
+        now = rogue.get_clock().now().nanoseconds * 1e-9
+        rogue_pub.publish(chunk_to_msg(ActionChunk(now, 0.05, NAMES, np.array([far]))))
+        time.sleep(0.05)
+    assert all(not np.allclose(m.position, far) for m in robot.executed)
+    assert safety.filter.rejected == 0 and policy.chunks >= 5
+    robot.camera_on = False
+    time.sleep(0.6)  # > max_observation_age + one chunk
+    robot.executed.clear()
+    wait(lambda: len(robot.executed) >= 5, 5, "commands while the camera is stale")
+    assert {m.header.frame_id for m in robot.executed} == {"hold"}
+
+
 def test_wrong_image_encoding_never_moves_the_arm(ros):
     robot = FakeRobot(ros, encoding="mono16")
     policy = ros(PolicyNode(parameter_overrides=policy_params()))
@@ -135,6 +161,8 @@ def test_sim_bridge_with_gymnasium_world_publishes_the_same_topics(ros):
     ("safety_node", ["-p", "robot_limits_file:=/nonexistent/arm.yaml"], "/nonexistent/arm.yaml does not exist"),
     ("policy_node", ["-p", "policy:=telepathy"], "unknown policy type 'telepathy'"),
     ("policy_node", ["-p", "control_rate_hz:=fast"], "parameter 'control_rate_hz' = 'fast' should be a float"),
+    ("control_node", ["-p", "policy:=telepathy"], "unknown policy type 'telepathy'"),
+    ("control_node", ["-p", "robot_limits_file:=/nonexistent/arm.yaml"], "/nonexistent/arm.yaml does not exist"),
 ])
 def test_bad_configuration_exits_non_zero_with_a_clear_message(node, args, message):
     proc = subprocess.run([sys.executable, "-m", f"robot_rl.nodes.{node}", "--ros-args", *args],

@@ -236,9 +236,12 @@ def test_policy_acts_once_per_complete_set_of_frames_and_skips_a_silent_camera(r
     wait(lambda: len(cams.chunks) > n + 3, 5, "chunks once the wrist camera is back")
 
 
-def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(ros):
+@pytest.mark.parametrize("handoff", ["topic", "direct"])
+def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(ros, handoff):
     """Chunks arriving every period, each a few ms later than one period after the last, must not
-    let the timer slip a hold command in just before each of them (that doubles the command rate)."""
+    let the timer slip a hold command in just before each of them (that doubles the command rate).
+    ``direct``: as in control_node, the chunk is handed to the safety node by a call from another
+    thread, while the safety node's own timer runs on its executor's thread."""
     period = 0.1
     node = ros(rclpy.create_node("chunk_source"))
     chunks = node.create_publisher(JointTrajectory, "/policy/trajectory", qos.COMMAND)
@@ -247,7 +250,7 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
     recorder = ros(rclpy.create_node("executed_recorder"))  # not blocked while send() sleeps
     recorder.create_subscription(JointState, "/safety/command",
                              lambda m: executed.append((time.monotonic(), m.header.frame_id)), qos.COMMAND)
-    safety = ros(SafetyNode(parameter_overrides=[Parameter("control_rate_hz", value=1.0 / period)]))
+    safety = ros(SafetyNode(policy_chunks=handoff, parameter_overrides=[Parameter("control_rate_hz", value=1.0 / period)]))
     sending = {"on": True, "late": 0.0}
     sent: list[tuple[float, float]] = []  # (monotonic time of the chunk's stamp, of its publication)
 
@@ -258,7 +261,8 @@ def test_safety_command_stream_keeps_the_rate_when_chunks_arrive_a_little_late(r
             # alternate 0 and 20 ms of extra delay, like a pipeline whose latency varies
             sending["late"] = 0.020 - sending["late"]
             time.sleep(sending["late"])
-            chunks.publish(chunk_to_msg(ActionChunk(now, period, NAMES, np.array([HOME]))))
+            chunk = ActionChunk(now, period, NAMES, np.array([HOME]))
+            safety.accept_chunk(chunk) if handoff == "direct" else chunks.publish(chunk_to_msg(chunk))
             sent.append((stamped, time.monotonic()))
 
     node.create_timer(period, send)

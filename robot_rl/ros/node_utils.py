@@ -65,14 +65,19 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         print(f"[fatal] {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:
-        if node is not None:
-            close = getattr(node, "close", None)
-            if close:
-                close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        _close([node] if node is not None else [])
     return code
+
+
+def _close(nodes: list[Node]) -> None:
+    """Release each node's own resources (its ``close()``, if any), destroy it, then shut rclpy down."""
+    for node in nodes:
+        close = getattr(node, "close", None)
+        if close:
+            close()
+        node.destroy_node()
+    if rclpy.ok():
+        rclpy.shutdown()
 
 
 def run_nodes(compose: Callable[[], list[Node]], args: list[str] | None = None) -> int:
@@ -121,11 +126,5 @@ def run_nodes(compose: Callable[[], list[Node]], args: list[str] | None = None) 
     finally:
         for executor in executors:
             executor.shutdown(timeout_sec=5.0)
-        for node in nodes:
-            close = getattr(node, "close", None)
-            if close:
-                close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        _close(nodes)
     return code

@@ -30,7 +30,8 @@ GRIPPER_CLOSED = 0.0
 #   1: the first design.
 #   2: push descends in a funnel behind the cube instead of dropping only within 12 mm of the pre-push
 #      point (docs/learning-benchmark.md, item 22).
-ORACLE_VERSION = 2
+#   3: pick descends in a funnel over the cube too (item 28).
+ORACLE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class OracleConfig:
     max_speed: float = 0.35  # m/s of the gripper site
     push_speed: float = 0.12  # m/s while in contact with the cube
     push_funnel: float = 0.04  # m: within this of the pre-push point (and behind the cube) the descent starts
+    pick_funnel: float = 0.04  # m: within this of the cube horizontally the pick's descent starts
     hover: float = 0.09  # height above an object's top for travel
     chunk_length: int = 1
 
@@ -240,10 +242,20 @@ class ScriptedOracle:
             return grip, yaw, math.pi / 2, GRIPPER_OPEN
         above = np.array([cube[0], cube[1], cube[2] + 0.02 + self.config.hover])
         roll_target = self.kin.inverse(above, yaw, math.pi / 2)[4]
-        roll_ok = abs(_wrap(q[4] - roll_target, math.pi / 2)) < 0.08
-        if np.linalg.norm(grip[:2] - cube[:2]) < 0.012 and roll_ok:
+        roll_error = abs(_wrap(q[4] - roll_target, math.pi / 2))
+        to_cube = float(np.linalg.norm(grip[:2] - cube[:2]))
+        if to_cube < self.config.pick_funnel and roll_error < 0.3:
+            # Descend in a funnel, as push does (version 3): the height target falls as the gripper
+            # closes in on the cube horizontally and the fingers turn square to it, so a gripper a
+            # little off keeps descending while it corrects. The go/no-go rule before (within 12 mm and
+            # 0.08 rad, else back to travel height) taught a learner the average of the two: it hovered
+            # 2-5 cm from the cube (item 28).
             self.phase = "descend"
-            return np.array([cube[0], cube[1], cube[2]]), yaw, math.pi / 2, GRIPPER_OPEN
+            share = max(float(np.clip((to_cube - 0.006) / (self.config.pick_funnel - 0.006), 0.0, 1.0)),
+                        float(np.clip((roll_error - 0.04) / (0.3 - 0.04), 0.0, 1.0)))
+            # (unlike push's, this funnel may climb: a gripper low beside the cube would push it away)
+            height = cube[2] + share * (above[2] - cube[2])
+            return np.array([cube[0], cube[1], height]), yaw, math.pi / 2, GRIPPER_OPEN
         self.phase = "approach"
         return self._travel(grip, above, above[2]), yaw, math.pi / 2, GRIPPER_OPEN
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any, Callable
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+
+from robot_rl.ros.spinning import NodeSpinners
 
 
 def declare(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -83,48 +84,30 @@ def _close(nodes: list[Node]) -> None:
 def run_nodes(compose: Callable[[], list[Node]], args: list[str] | None = None) -> int:
     """Spin the nodes ``compose()`` builds in this one process until Ctrl-C, shutdown or an error.
 
-    Each node gets its own single-threaded executor on its own thread, so one node's slow callback
-    (an inference) never delays another's (the safety node's e-stop). Why not one multi-threaded
-    executor: ``robot_rl/ros/spinning.py``. An exception escaping a callback stops the whole process
-    with that exception, as it would stop a node run alone; a configuration error exits non-zero with
-    its message, like :func:`run_node`.
+    Each node gets its own single-threaded executor on its own thread (``NodeSpinners``), so one
+    node's slow callback (an inference) never delays another's (the safety node's e-stop). An
+    exception escaping a callback stops the whole process with that exception, as it would stop a
+    node run alone; a configuration error exits non-zero with its message, like :func:`run_node`.
     """
     rclpy.init(args=args if args is not None else sys.argv)
     nodes: list[Node] = []
-    executors: list[SingleThreadedExecutor] = []
-    failures: list[BaseException] = []
-    stopped = threading.Event()
+    spinners = NodeSpinners()
     code = 0
-
-    def spin(executor: SingleThreadedExecutor) -> None:
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-            failures.append(exc)
-        finally:
-            stopped.set()
-
     try:
         nodes = compose()
-        rclpy.get_default_context().on_shutdown(stopped.set)
+        rclpy.get_default_context().on_shutdown(spinners.stopped.set)
         for node in nodes:
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            executors.append(executor)
-            threading.Thread(target=spin, args=(executor,), name=f"spin-{node.get_name()}", daemon=True).start()
-        while not stopped.wait(0.2):  # a timeout, so that Ctrl-C reaches this thread
+            spinners.add(node)
+        while not spinners.stopped.wait(0.2):  # a timeout, so that Ctrl-C reaches this thread
             pass
-        if failures:
-            raise failures[0]
+        if spinners.failures:
+            raise spinners.failures[0]
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as exc:
         print(f"[fatal] {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:
-        for executor in executors:
-            executor.shutdown(timeout_sec=5.0)
+        spinners.shutdown(timeout_s=5.0)
         _close(nodes)
     return code

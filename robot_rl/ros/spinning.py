@@ -1,7 +1,7 @@
 """Several rclpy nodes in one process, each spun by its own single-threaded executor on its own thread.
 
-Used where nodes that normally run as separate processes share one (the node tests, ``robot-rl
-replay``). Why not one ``MultiThreadedExecutor`` for all of them: in rclpy 9 (Kilted) its dispatch
+Used where nodes that normally run as separate processes share one (the node tests, ``control_node``,
+``robot-rl replay``). Why not one ``MultiThreadedExecutor`` for all of them: in rclpy 9 (Kilted) its dispatch
 loop hands a ready subscription to a worker thread and goes straight back to the wait set, which
 still reports that subscription ready until the worker has taken the message; so the loop spins,
 holding the GIL most of the time, until the worker gets the GIL. On two cores that loop used a
@@ -22,11 +22,16 @@ from rclpy.node import Node
 class NodeSpinners:
     """``add(node)`` starts spinning ``node`` at once; ``shutdown()`` stops every spinner it started.
 
-    The nodes keep belonging to the caller: destroying them (after ``shutdown``) is the caller's job.
+    ``stopped`` is set when any spinner ends; ``failures`` holds the exceptions that escaped a node's
+    callbacks while its context was still up (``run_nodes`` re-raises them; after a shutdown an
+    executor may raise anything, which is not a failure). The nodes keep belonging to the caller:
+    destroying them (after ``shutdown``) is the caller's job.
     """
 
     def __init__(self) -> None:
         self._spinners: list[tuple[SingleThreadedExecutor, threading.Thread]] = []
+        self.stopped = threading.Event()
+        self.failures: list[BaseException] = []
 
     def add(self, node: Node) -> Node:
         executor = SingleThreadedExecutor(context=node.context)
@@ -36,12 +41,14 @@ class NodeSpinners:
         self._spinners.append((executor, thread))
         return node
 
-    @staticmethod
-    def _spin(executor: SingleThreadedExecutor) -> None:
+    def _spin(self, executor: SingleThreadedExecutor) -> None:
         try:
             executor.spin()
-        except Exception:  # noqa: BLE001 - the context was shut down while spinning: the spinner ends
-            pass
+        except BaseException as exc:  # noqa: BLE001 - recorded for the owner, or the context was shut down
+            if executor.context.ok():
+                self.failures.append(exc)
+        finally:
+            self.stopped.set()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop every executor and wait for its thread to leave its wait set (before the context goes)."""

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rl.data.npz import read_npz
+
 FORMAT_VERSION = 1
 RESERVED_ARRAYS = ("joint_positions", "action", "intervention", "stamp")
 PARTIAL_SUFFIX = ".partial"
@@ -223,8 +225,7 @@ def read_episode(episode_dir: str | Path) -> Episode:
     meta = read_meta(episode_dir)
     path = Path(episode_dir) / "steps.npz"
     try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = read_npz(path)
     except (OSError, ValueError) as exc:
         raise EpisodeFormatError(f"{path}: cannot read steps: {exc}") from exc
     expected = [f"image_{c}" for c in meta.cameras] + ["joint_positions", "action", "intervention", "stamp"]

@@ -21,6 +21,7 @@ import torch
 
 from robot_rl.data.dataset import OBJECTS_ARRAY
 from robot_rl.data.episodes import Episode
+from robot_rl.data.npz import read_npz
 
 
 class DemoBuffer:
@@ -146,19 +147,19 @@ class DemoBuffer:
         tmp.replace(path)
 
     def load(self, path: str | Path) -> None:
-        with np.load(path) as z:
-            n = len(z["joints"])
-            if n > self.capacity:
-                raise ValueError(f"{path}: {n} demo samples, the buffer holds {self.capacity} (raise demo_capacity)")
-            for c in self.cameras:
-                self.images[c][:n] = z[f"image_{c}"]
-            self.joints[:n], self.actions[:n], self.mask[:n] = z["joints"], z["actions"], z["mask"]
-            self.instructions[:n] = [str(s) for s in z["instructions"]]
-            if "objects" in z:
-                self.objects = np.full((self.capacity, z["objects"].shape[1]), np.nan, np.float32)
-                self.objects[:n] = z["objects"]
-            self.pinned, self.cursor, self.added_human = (int(x) for x in z["counters"])
-            self.size = n
+        z = read_npz(path)
+        n = len(z["joints"])
+        if n > self.capacity:
+            raise ValueError(f"{path}: {n} demo samples, the buffer holds {self.capacity} (raise demo_capacity)")
+        for c in self.cameras:
+            self.images[c][:n] = z[f"image_{c}"]
+        self.joints[:n], self.actions[:n], self.mask[:n] = z["joints"], z["actions"], z["mask"]
+        self.instructions[:n] = [str(s) for s in z["instructions"]]
+        if "objects" in z:
+            self.objects = np.full((self.capacity, z["objects"].shape[1]), np.nan, np.float32)
+            self.objects[:n] = z["objects"]
+        self.pinned, self.cursor, self.added_human = (int(x) for x in z["counters"])
+        self.size = n
 
 
 class VersionStore:

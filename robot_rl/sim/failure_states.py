@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rl.data.npz import read_npz
+
 
 class FailureStates:
     def __init__(self, directory: str | Path, capacity: int = 50, max_uses: int = 3, seed: int = 0):
@@ -50,8 +52,7 @@ class FailureStates:
         if not files:
             return None
         path = files[int(self.rng.integers(len(files)))]
-        with np.load(path, allow_pickle=False) as data:
-            state = {k: data[k] for k in data.files}
+        state = read_npz(path)
         self.uses[path.name] = self.uses.get(path.name, 0) + 1
         if self.uses[path.name] >= self.max_uses:
             path.unlink(missing_ok=True)

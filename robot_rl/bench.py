@@ -6,7 +6,9 @@ latency (measured in the safety node as the command leaves it, and again at this
 later), the frame's age at each hop, the policy's inference time, the jitter of the command stream
 and the pipeline overhead (latency minus inference) against the 5 ms goal. By default it measures two
 layouts of the same graph one after the other: the policy and safety nodes as separate processes,
-and composed in one ``control_node`` process.
+and composed in one ``control_node`` process. With ``--realtime-priority N`` each layout is measured
+a second time with its policy and safety processes under SCHED_FIFO priority N (``ros/realtime.py``),
+named ``<layout>_fifo`` in the report, against the same layout at normal priority in the same run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from robot_rl.demo import latency_stats
 from robot_rl.graph import SimGraph
+from robot_rl.ros.realtime import check_priority
 from robot_rl.stats import summarise
 
 GOAL_OVERHEAD_MS = 5.0
@@ -26,42 +29,57 @@ LAYOUTS = ("processes", "composed")  # in the order a run measures them
 
 
 def bench_loop(json_path: str, duration: float = 30.0, width: int = 640, height: int = 480, rate_hz: float = 30.0,
-               policy: str = "oracle", episode_s: float = 6.0, layouts: tuple[str, ...] = LAYOUTS, echo=print) -> dict:
+               policy: str = "oracle", episode_s: float = 6.0, layouts: tuple[str, ...] = LAYOUTS,
+               realtime_priority: int = 0, echo=print) -> dict:
     """Measure each layout in turn, in the same run, and write one JSON.
 
     ``layouts``: 'processes' (the policy and safety nodes in processes of their own) and/or 'composed'
     (both in one control_node process, each chunk handed to the safety filter by a call). With both,
     the top-level numbers are the composed layout's (the lowest-latency one the package runs), each
     layout's whole report is under ``layouts`` and ``composed_vs_processes`` holds the ratios.
+    ``realtime_priority`` > 0: each layout is measured again under SCHED_FIFO at that priority
+    (``<layout>_fifo``; ``fifo_vs_normal`` holds the ratios per layout).
     """
     unknown = [layout for layout in layouts if layout not in LAYOUTS]
     if unknown or not layouts:
         raise ValueError(f"bench loop: layouts {list(layouts)}: expected one or more of {list(LAYOUTS)}")
-    reports = {layout: _measure_layout(layout, duration, width, height, rate_hz, policy, episode_s, echo)
-               for layout in layouts}
-    report = dict(reports[layouts[-1]])
+    check_priority(realtime_priority, "bench loop: --realtime-priority")
+    runs = [(layout, 0) for layout in layouts] + [(layout, realtime_priority) for layout in layouts if realtime_priority]
+    reports = {layout + ("_fifo" if priority else ""):
+               _measure_layout(layout, duration, width, height, rate_hz, policy, episode_s, echo, priority)
+               for layout, priority in runs}
+    report = dict(reports[list(reports)[-1]])
     if len(reports) > 1:
         report["layouts"] = reports
     if {"processes", "composed"} <= set(reports):
         before, after = reports["processes"], reports["composed"]
-        report["composed_vs_processes"] = {
-            "latency_p50_ratio": round(after["latency_ms"]["p50"] / before["latency_ms"]["p50"], 3),
-            "latency_p99_ratio": round(after["latency_ms"]["p99"] / before["latency_ms"]["p99"], 3),
-            "overhead_p99_ms": [round(before["pipeline_overhead_ms_p99"], 3), round(after["pipeline_overhead_ms_p99"], 3)],
-        }
+        report["composed_vs_processes"] = _ratios(before, after)
+    if realtime_priority:
+        report["fifo_vs_normal"] = {layout: _ratios(reports[layout], reports[layout + "_fifo"]) for layout in layouts}
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(report, indent=2))
     echo(f"-> {json_path}")
     return report
 
 
+def _ratios(before: dict, after: dict) -> dict:
+    """``after`` against ``before``: latency ratios at p50 and p99, and both overheads at p99."""
+    return {
+        "latency_p50_ratio": round(after["latency_ms"]["p50"] / before["latency_ms"]["p50"], 3),
+        "latency_p99_ratio": round(after["latency_ms"]["p99"] / before["latency_ms"]["p99"], 3),
+        "overhead_p99_ms": [round(before["pipeline_overhead_ms_p99"], 3), round(after["pipeline_overhead_ms_p99"], 3)],
+    }
+
+
 def _measure_layout(layout: str, duration: float, width: int, height: int, rate_hz: float, policy: str,
-                    episode_s: float, echo) -> dict:
-    log_path = str(Path(tempfile.gettempdir()) / f"robot_rl_bench_loop_{layout}.log")
+                    episode_s: float, echo, realtime_priority: int = 0) -> dict:
+    name = layout + ("_fifo" if realtime_priority else "")
+    log_path = str(Path(tempfile.gettempdir()) / f"robot_rl_bench_loop_{name}.log")
     overrides = {"policy": policy, "control_rate_hz": str(rate_hz), "image_width": str(width), "image_height": str(height),
-                 "composed": str(layout == "composed").lower()}
+                 "composed": str(layout == "composed").lower(), "realtime_priority": str(realtime_priority)}
     echo(f"bench loop: {width}x{height} x2 cameras at {rate_hz} Hz for {duration:.0f} s, policy {policy}, "
-         f"{layout}; node logs {log_path}")
+         f"{layout}" + (f", policy and safety under SCHED_FIFO {realtime_priority}" if realtime_priority else "")
+         + f"; node logs {log_path}")
     with open(log_path, "w") as log, SimGraph(overrides, out=log) as graph:
         client = graph.client
         client.wait_ready(timeout=90)
@@ -82,9 +100,13 @@ def _measure_layout(layout: str, duration: float, width: int, height: int, rate_
             status = dict(client.rec.status)
             hop = summarise([a * 1e3 for a in client.rec.joint_state_ages])
     stats = latency_stats(commands, 1.0 / rate_hz)
+    safety = status.get("/safety/status", {})
+    running_priority = int(float(safety.get("sched_fifo_priority", "0")))
+    if running_priority != realtime_priority:
+        raise RuntimeError(f"bench loop: asked for SCHED_FIFO {realtime_priority}, the safety node runs at "
+                           f"{running_priority or 'normal priority'} (permission? see {log_path})")
     pol, sim = status.get("/policy/status", {}), status.get("/sim/status", {})
     inference = {"p50": float(pol.get("inference_ms_p50", "nan")), "p99": float(pol.get("inference_ms_p99", "nan"))}
-    safety = status.get("/safety/status", {})
     # The issue's definition: image stamp -> command leaving the safety node, measured there.
     latency = {**_pair(safety, "latency_ms"), "n": int(float(safety.get("latency_samples", "0")))}
     overhead_p99 = latency["p99"] - inference["p99"]
@@ -107,6 +129,7 @@ def _measure_layout(layout: str, duration: float, width: int, height: int, rate_
         "duration_s": duration,
         "policy": policy,
         "layout": layout,
+        "realtime_priority": realtime_priority,
         "latency_ms": latency,
         "latency_at_client_ms": stats["latency_ms"],
         "inference_ms": inference,
@@ -132,7 +155,7 @@ def _measure_layout(layout: str, duration: float, width: int, height: int, rate_
                  "the same command's arrival at the benchmark client, one DDS hop later; stages: the frame's age "
                  "at each hop (p50/p99 over each node's last 300 samples); inference from /policy/status",
     }
-    echo(f"{layout}: latency p50 {latency['p50']:.2f} ms p99 {latency['p99']:.2f} ms; inference p99 "
+    echo(f"{name}: latency p50 {latency['p50']:.2f} ms p99 {latency['p99']:.2f} ms; inference p99 "
          f"{inference['p99']:.2f} ms; overhead p99 {overhead_p99:.2f} ms (goal < {GOAL_OVERHEAD_MS} ms); "
          f"jitter p99 {stats['period_jitter_ms']['p99']:.2f} ms; one-hop baseline p99 {hop['p99']:.2f} ms")
     return report

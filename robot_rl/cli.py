@@ -87,7 +87,7 @@ def _bench(args) -> int:
     if args.quick:
         args.duration, args.width, args.height = min(args.duration, 6.0), 160, 120
     bench_loop(args.json, duration=args.duration, width=args.width, height=args.height, rate_hz=args.rate, policy=args.policy,
-               layouts=LAYOUTS if args.layout == "both" else (args.layout,))
+               layouts=LAYOUTS if args.layout == "both" else (args.layout,), realtime_priority=args.realtime_priority)
     return 0
 
 
@@ -400,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--policy", default="oracle")
     b.add_argument("--layout", choices=["both", "processes", "composed"], default="both",
                    help="policy and safety nodes in two processes, composed in one (control_node), or both in turn")
+    b.add_argument("--realtime-priority", type=int, default=0,
+                   help="also measure each layout with its policy and safety processes under SCHED_FIFO at this "
+                        "priority (1-98; needs root, CAP_SYS_NICE or an rtprio limit)")
     b.add_argument("--quick", action="store_true", help="a few seconds at 160x120, for tests")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("inference", help="batch-1 latency per backend vs PyTorch eager (default + 100M reference)")

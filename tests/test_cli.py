@@ -1,8 +1,12 @@
 """The robot-rl commands as a user runs them (subprocesses, the real graph)."""
 
 import json
+import os
+import resource
 import subprocess
 import sys
+
+import pytest
 
 
 def run(*args, timeout=240):
@@ -30,6 +34,19 @@ def test_bench_loop_quick_writes_json(tmp_path):
     assert set(report["layouts"]) == {"processes", "composed"} and report["layout"] == "composed"
     assert all(r["latency_ms"]["n"] > 50 for r in report["layouts"].values())
     assert report["composed_vs_processes"]["latency_p99_ratio"] > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and resource.getrlimit(resource.RLIMIT_RTPRIO)[1] < 20,
+                    reason="this user may not use SCHED_FIFO (not root, rtprio limit < 20)")
+def test_bench_loop_quick_measures_a_layout_again_under_sched_fifo(tmp_path):
+    out = tmp_path / "loop.json"
+    proc = run("bench", "loop", "--quick", "--layout", "composed", "--realtime-priority", "20", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert set(report["layouts"]) == {"composed", "composed_fifo"}
+    assert [report["layouts"][k]["realtime_priority"] for k in ("composed", "composed_fifo")] == [0, 20]
+    assert all(r["latency_ms"]["n"] > 50 for r in report["layouts"].values())
+    assert report["fifo_vs_normal"]["composed"]["latency_p99_ratio"] > 0
 
 
 def test_export_with_evaluation_and_evaluate_command(tiny_checkpoint, tmp_path):

@@ -31,11 +31,13 @@ from robot_rl.paths import data_path
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import diagnostics_msg, joint_state_msg, joint_state_positions, msg_to_chunk, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
+from robot_rl.ros.realtime import check_priority, current_fifo_priority
 from robot_rl.safety.filter import SafetyConfig, SafetyFilter
 from robot_rl.safety.limits import load_robot_limits
 from robot_rl.stats import Window
 
 DEFAULTS = {
+    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; ros/realtime.py)
     "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
     "control_rate_hz": 10.0,
     "max_observation_age": 0.3,
@@ -60,6 +62,7 @@ class SafetyNode(Node):
         if policy_chunks not in ("topic", "direct"):
             raise ValueError(f"SafetyNode: policy_chunks = {policy_chunks!r}: expected 'topic' or 'direct'")
         p = declare(self, DEFAULTS)
+        self.realtime_priority = check_priority(p["realtime_priority"], "safety_node parameter 'realtime_priority'")
         # Callbacks and accept_chunk may run on different threads (control_node): one lock around
         # the filter and the command publisher. Re-entrant, because input callbacks publish commands.
         self.lock = threading.RLock()
@@ -204,7 +207,8 @@ class SafetyNode(Node):
                   "latency_ms_p99": round(self.latency_ms.percentile(99), 3),
                   "latency_samples": len(self.latency_ms),
                   "chunk_age_at_receive_ms_p50": round(self.chunk_age_ms.percentile(50), 3),
-                  "chunk_age_at_receive_ms_p99": round(self.chunk_age_ms.percentile(99), 3), "mode": f.last.source, "reason": self.last_reason}
+                  "chunk_age_at_receive_ms_p99": round(self.chunk_age_ms.percentile(99), 3), "mode": f.last.source, "reason": self.last_reason,
+                  "sched_fifo_priority": current_fifo_priority()}
         if f.estop:
             level, message = "error", "e-stop latched"
         elif f.last.source in ("hold", "none"):

@@ -10,6 +10,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
+from robot_rl.ros.realtime import apply_realtime_priority
 from robot_rl.ros.spinning import NodeSpinners
 
 
@@ -59,6 +60,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     code = 0
     try:
         node = factory()
+        _realtime([node])
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
@@ -68,6 +70,17 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     finally:
         _close([node] if node is not None else [])
     return code
+
+
+def _realtime(nodes: list[Node]) -> None:
+    """SCHED_FIFO for this process when a node asks for it (its ``realtime_priority`` parameter; the
+    highest of the process's nodes wins): after the nodes are built, so the middleware's threads
+    exist, and before the executors' threads start, so they inherit it (``ros/realtime.py``)."""
+    asking = [n for n in nodes if getattr(n, "realtime_priority", 0)]
+    if asking:
+        node = max(asking, key=lambda n: n.realtime_priority)
+        logger = node.get_logger()
+        apply_realtime_priority(node.realtime_priority, info=logger.info, warn=logger.warning)
 
 
 def _close(nodes: list[Node]) -> None:
@@ -95,6 +108,7 @@ def run_nodes(compose: Callable[[], list[Node]], args: list[str] | None = None) 
     code = 0
     try:
         nodes = compose()
+        _realtime(nodes)
         rclpy.get_default_context().on_shutdown(spinners.stopped.set)
         for node in nodes:
             spinners.add(node)

@@ -87,7 +87,8 @@ def _bench(args) -> int:
     if args.quick:
         args.duration, args.width, args.height = min(args.duration, 6.0), 160, 120
     bench_loop(args.json, duration=args.duration, width=args.width, height=args.height, rate_hz=args.rate, policy=args.policy,
-               layouts=LAYOUTS if args.layout == "both" else (args.layout,), realtime_priority=args.realtime_priority)
+               layouts=LAYOUTS if args.layout == "both" else (args.layout,), realtime_priority=args.realtime_priority,
+               cpu_load=args.cpu_load)
     return 0
 
 
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--realtime-priority", type=int, default=0,
                    help="also measure each layout with its policy and safety processes under SCHED_FIFO at this "
                         "priority (1-98; needs root, CAP_SYS_NICE or an rtprio limit)")
+    b.add_argument("--cpu-load", type=int, default=0,
+                   help="busy normal-priority processes beside the graph while measuring (a learner or renderer "
+                        "sharing the machine); 0: none")
     b.add_argument("--quick", action="store_true", help="a few seconds at 160x120, for tests")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("inference", help="batch-1 latency per backend vs PyTorch eager (default + 100M reference)")

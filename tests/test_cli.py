@@ -45,6 +45,7 @@ def test_bench_loop_quick_measures_a_layout_again_under_sched_fifo(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["layouts"]) == {"composed", "composed_fifo"}
     assert [report["layouts"][k]["realtime_priority"] for k in ("composed", "composed_fifo")] == [0, 20]
+    assert [report["layouts"][k]["driver_realtime_priority"] for k in ("composed", "composed_fifo")] == [0, 10]
     assert all(r["latency_ms"]["n"] > 50 for r in report["layouts"].values())
     assert report["fifo_vs_normal"]["composed"]["latency_p99_ratio"] > 0
 

@@ -28,7 +28,7 @@ from robot_rl.policy.scheduler import ActionScheduler
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import chunk_to_msg, diagnostics_msg, joint_state_positions, msg_to_image, msg_to_poses, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
-from robot_rl.ros.realtime import check_priority
+from robot_rl.ros.realtime import check_priority, current_fifo_priority
 from robot_rl.safety.limits import load_robot_limits
 from robot_rl.sim.world import OBJECT_ORDER
 from robot_rl.stats import Window
@@ -293,6 +293,7 @@ class PolicyNode(Node):
             level, message = "error", self.instruction_error
         elif rate == 0.0:
             level, message = "warn", self.last_skip or "no chunks yet"
+        values["sched_fifo_priority"] = current_fifo_priority()
         self.status_pub.publish(diagnostics_msg("policy", level, message, values, now_sec(self)))
 
 

@@ -44,8 +44,9 @@ def check_priority(priority, who: str = "parameter 'realtime_priority'") -> int:
 def apply_realtime_priority(priority: int, info=None, warn=None) -> bool:
     """Put every thread of this process under SCHED_FIFO at ``priority`` (1..98); 0 does nothing.
 
-    Returns True when every thread was moved. Bad values raise ``ValueError``; a refusal by the
-    kernel (no permission, not Linux) is reported through ``warn(message)`` and returns False; success through ``info(message)``.
+    Returns True when every thread was moved (said through ``info(message)``). Bad values raise
+    ``ValueError``; a refusal by the kernel (no permission, not Linux) is said through
+    ``warn(message)``, leaves every thread at normal priority and returns False.
     """
     if check_priority(priority) == 0:
         return False
@@ -61,9 +62,9 @@ def apply_realtime_priority(priority: int, info=None, warn=None) -> bool:
         except ProcessLookupError:  # the thread ended meanwhile
             continue
         except PermissionError as exc:
-            failed.append(f"{tid} ({exc.strerror})")
+            failed.append(exc.strerror)
     if failed:
-        _say(warn, f"realtime_priority {priority}: SCHED_FIFO refused for thread(s) {', '.join(failed)}: needs root, "
+        _say(warn, f"realtime_priority {priority}: SCHED_FIFO refused for {len(failed)} thread(s) ({failed[0]}): needs root, "
                   "CAP_SYS_NICE or an rtprio limit (limits.conf); running at normal priority")
         if moved:  # do not leave the process half real-time
             for tid in process_thread_ids():

@@ -16,12 +16,17 @@ PROBE = textwrap.dedent("""
     import os, sys, threading
     from robot_rl.ros.realtime import apply_realtime_priority, process_thread_ids
     gate = threading.Event()
-    early = threading.Thread(target=gate.wait); early.start()
+    early = threading.Thread(target=gate.wait, daemon=True); early.start()
     said = []
     ok = apply_realtime_priority(int(sys.argv[1]), info=said.append, warn=said.append)
     late_policy = []
     late = threading.Thread(target=lambda: late_policy.append(os.sched_getscheduler(0))); late.start(); late.join()
-    policies = {os.sched_getscheduler(tid) for tid in process_thread_ids()}
+    policies = set()
+    for tid in process_thread_ids():
+        try:
+            policies.add(os.sched_getscheduler(tid))
+        except ProcessLookupError:  # the late thread, joined but not yet reaped by the kernel
+            pass
     gate.set(); early.join()
     print(ok, sorted(policies), late_policy, "|".join(said), sep="\t")
 """)

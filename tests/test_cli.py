@@ -1,12 +1,12 @@
 """The robot-rl commands as a user runs them (subprocesses, the real graph)."""
 
 import json
-import os
-import resource
 import subprocess
 import sys
 
 import pytest
+
+from tests.helpers import may_use_sched_fifo
 
 
 def run(*args, timeout=240):
@@ -36,8 +36,7 @@ def test_bench_loop_quick_writes_json(tmp_path):
     assert report["composed_vs_processes"]["latency_p99_ratio"] > 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and resource.getrlimit(resource.RLIMIT_RTPRIO)[1] < 20,
-                    reason="this user may not use SCHED_FIFO (not root, rtprio limit < 20)")
+@pytest.mark.skipif(not may_use_sched_fifo(20), reason="this user may not use SCHED_FIFO (no CAP_SYS_NICE, rtprio limit < 20)")
 def test_bench_loop_quick_measures_a_layout_again_under_sched_fifo(tmp_path):
     out = tmp_path / "loop.json"
     proc = run("bench", "loop", "--quick", "--layout", "composed", "--realtime-priority", "20", "--json", str(out))

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from robot_rl.ros.realtime import MAX_PRIORITY, apply_realtime_priority, check_priority
+from tests.helpers import may_use_sched_fifo
 
 # Starts a thread, applies the priority, starts another thread, then prints each thread's policy.
 PROBE = textwrap.dedent("""
@@ -39,10 +40,6 @@ def _probe(priority: int, prefix=(), preexec=None) -> list[str]:
     return proc.stdout.rstrip("\n").split("\t")
 
 
-def _may_use_fifo(priority: int) -> bool:
-    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[1] >= priority
-
-
 @pytest.mark.parametrize("bad", [-1, MAX_PRIORITY + 1, 2.5, True, "50"])
 def test_a_bad_priority_is_refused_with_the_parameter_named(bad):
     with pytest.raises(ValueError, match=r"realtime_priority' = .*expected an integer 0 \(off\) .. 98"):
@@ -56,7 +53,7 @@ def test_priority_zero_changes_nothing():
     assert ok == "False" and policies == f"[{os.SCHED_OTHER}]" and late == f"[{os.SCHED_OTHER}]"
 
 
-@pytest.mark.skipif(not _may_use_fifo(20), reason="this user may not use SCHED_FIFO (not root, rtprio limit < 20)")
+@pytest.mark.skipif(not may_use_sched_fifo(20), reason="this user may not use SCHED_FIFO (no CAP_SYS_NICE, rtprio limit < 20)")
 def test_every_thread_and_every_later_thread_runs_fifo():
     ok, policies, late, said = _probe(20)
     assert ok == "True" and policies == f"[{os.SCHED_FIFO}]" and late == f"[{os.SCHED_FIFO}]"
@@ -66,13 +63,13 @@ def test_every_thread_and_every_later_thread_runs_fifo():
 def test_without_permission_the_process_says_so_and_stays_at_normal_priority():
     # What a robot computer without an rtprio grant gives a user: a limit of 0 and, for root, no
     # CAP_SYS_NICE (setpriv drops it from the bounding set, so the probe never has it).
-    prefix = ("setpriv", "--bounding-set", "-sys_nice", "--") if os.geteuid() == 0 else ()
+    prefix = ("setpriv", "--bounding-set", "-sys_nice", "--") if os.geteuid() == 0 and may_use_sched_fifo(20) else ()
     ok, policies, late, said = _probe(20, prefix, preexec=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0)))
     assert ok == "False" and policies == f"[{os.SCHED_OTHER}]" and late == f"[{os.SCHED_OTHER}]"
     assert "SCHED_FIFO refused" in said and "rtprio" in said
 
 
-@pytest.mark.skipif(not _may_use_fifo(30), reason="this user may not use SCHED_FIFO (not root, rtprio limit < 30)")
+@pytest.mark.skipif(not may_use_sched_fifo(30), reason="this user may not use SCHED_FIFO (no CAP_SYS_NICE, rtprio limit < 30)")
 def test_safety_node_with_a_realtime_priority_runs_every_thread_fifo(tmp_path):
     env = dict(os.environ, ROS_DOMAIN_ID=str(40 + os.getpid() % 50))
     log = open(tmp_path / "safety.log", "w+")

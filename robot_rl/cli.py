@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy and safety nodes in two processes, composed in one (control_node), or both in turn")
     b.add_argument("--realtime-priority", type=int, default=0,
                    help="also measure each layout with its policy and safety processes under SCHED_FIFO at this "
-                        "priority (1-98; needs root, CAP_SYS_NICE or an rtprio limit)")
+                        "priority and the sim bridge 10 below (1-98; needs CAP_SYS_NICE or an rtprio limit)")
     b.add_argument("--cpu-load", type=int, default=0,
                    help="busy normal-priority processes beside the graph while measuring (a learner or renderer "
                         "sharing the machine); 0: none")

@@ -26,10 +26,10 @@ from robot_rl.cameras.stream import CameraStream
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import depth_to_msg, diagnostics_msg, image_to_msg, camera_info_msg
 from robot_rl.ros.node_utils import declare, now_sec, run_node
-from robot_rl.ros.realtime import check_priority, current_fifo_priority
+from robot_rl.ros.realtime import current_fifo_priority
 
 DEFAULTS = {
-    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; ros/realtime.py)
+    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; applied by run_node, ros/realtime.py)
     "camera_type": "realsense",  # realsense | opencv | replay
     "camera_name": "front",
     "serial": "",  # realsense: serial number ("" = the only one connected)
@@ -62,7 +62,6 @@ class CameraNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("camera", **kwargs)
         p = declare(self, DEFAULTS)
-        self.realtime_priority = check_priority(p["realtime_priority"], "camera_node parameter 'realtime_priority'")
         self.p = p
         name = p["camera_name"]
         self.frame_id = p["frame_id"] or f"{name}_color_optical_frame"

@@ -28,13 +28,13 @@ from robot_rl.policy.scheduler import ActionScheduler
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import chunk_to_msg, diagnostics_msg, joint_state_positions, msg_to_image, msg_to_poses, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
-from robot_rl.ros.realtime import check_priority, current_fifo_priority
+from robot_rl.ros.realtime import current_fifo_priority
 from robot_rl.safety.limits import load_robot_limits
 from robot_rl.sim.world import OBJECT_ORDER
 from robot_rl.stats import Window
 
 DEFAULTS = {
-    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; ros/realtime.py)
+    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; applied by run_node, ros/realtime.py)
     "policy": "oracle",
     "cameras": ["front", "wrist"],
     "chunk_length": 1,
@@ -69,7 +69,6 @@ class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy", **kwargs)
         p = declare(self, DEFAULTS)
-        self.realtime_priority = check_priority(p["realtime_priority"], "policy_node parameter 'realtime_priority'")
         self.p = p
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         config = PolicyConfig(type=p["policy"], chunk_length=int(p["chunk_length"]),

@@ -27,11 +27,11 @@ from robot_rl.robots.ros2_control import CONTROLLERS, Ros2ControlAdapter
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import diagnostics_msg, joint_state_msg, to_duration
 from robot_rl.ros.node_utils import declare, now_sec, run_node
-from robot_rl.ros.realtime import check_priority, current_fifo_priority
+from robot_rl.ros.realtime import current_fifo_priority
 from robot_rl.safety.limits import load_robot_limits
 
 DEFAULTS = {
-    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; ros/realtime.py)
+    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; applied by run_node, ros/realtime.py)
     "robot_type": "sim",  # sim | lerobot | ros2_control
     "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
     "rate_hz": 30.0,  # sim/lerobot: joint state rate
@@ -53,7 +53,6 @@ class RobotDriverNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("robot_driver", **kwargs)
         p = declare(self, DEFAULTS)
-        self.realtime_priority = check_priority(p["realtime_priority"], "robot_driver_node parameter 'realtime_priority'")
         self.p = p
         limits = load_robot_limits(p["robot_limits_file"] or data_path("calibration", "sim_arm.yaml"))
         self.joint_names = limits.joint_names

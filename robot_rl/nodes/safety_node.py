@@ -31,13 +31,13 @@ from robot_rl.paths import data_path
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import diagnostics_msg, joint_state_msg, joint_state_positions, msg_to_chunk, to_sec
 from robot_rl.ros.node_utils import declare, now_sec, run_node
-from robot_rl.ros.realtime import check_priority, current_fifo_priority
+from robot_rl.ros.realtime import current_fifo_priority
 from robot_rl.safety.filter import SafetyConfig, SafetyFilter
 from robot_rl.safety.limits import load_robot_limits
 from robot_rl.stats import Window
 
 DEFAULTS = {
-    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; ros/realtime.py)
+    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; applied by run_node, ros/realtime.py)
     "robot_limits_file": "",  # default: calibration/sim_arm.yaml of this package
     "control_rate_hz": 10.0,
     "max_observation_age": 0.3,
@@ -62,7 +62,6 @@ class SafetyNode(Node):
         if policy_chunks not in ("topic", "direct"):
             raise ValueError(f"SafetyNode: policy_chunks = {policy_chunks!r}: expected 'topic' or 'direct'")
         p = declare(self, DEFAULTS)
-        self.realtime_priority = check_priority(p["realtime_priority"], "safety_node parameter 'realtime_priority'")
         # Callbacks and accept_chunk may run on different threads (control_node): one lock around
         # the filter and the command publisher. Re-entrant, because input callbacks publish commands.
         self.lock = threading.RLock()

@@ -31,13 +31,13 @@ from std_srvs.srv import Trigger
 from robot_rl.ros import qos
 from robot_rl.ros.conversions import camera_info_msg, diagnostics_msg, image_to_msg, joint_state_msg, poses_msg, to_stamp
 from robot_rl.ros.node_utils import declare, run_node
-from robot_rl.ros.realtime import check_priority, current_fifo_priority
+from robot_rl.ros.realtime import current_fifo_priority
 from robot_rl.sim.tasks import TASKS, UnknownTaskError, get_task
 from robot_rl.sim.world import OBJECT_ORDER, WorldConfig, make_world
 from robot_rl.stats import Window
 
 DEFAULTS = {
-    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; ros/realtime.py)
+    "realtime_priority": 0,  # SCHED_FIFO priority of this process's threads, 1-98 (0: off; applied by run_node, ros/realtime.py)
     "world": "tabletop",
     "cameras": ["front", "wrist"],
     "image_width": 128,
@@ -67,7 +67,6 @@ class SimBridgeNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_bridge", **kwargs)
         p = declare(self, DEFAULTS)
-        self.realtime_priority = check_priority(p["realtime_priority"], "sim_bridge_node parameter 'realtime_priority'")
         self.p = p
         extra = {"env_id": p["gym_env_id"], "image_keys": [k for k in p["gym_image_keys"] if k],
                  "state_key": p["gym_state_key"]}

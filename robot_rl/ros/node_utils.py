@@ -10,7 +10,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
-from robot_rl.ros.realtime import apply_realtime_priority
+from robot_rl.ros.realtime import apply_realtime_priority, check_priority
 from robot_rl.ros.spinning import NodeSpinners
 
 
@@ -75,12 +75,19 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
 def _realtime(nodes: list[Node]) -> None:
     """SCHED_FIFO for this process when a node asks for it (its ``realtime_priority`` parameter; the
     highest of the process's nodes wins): after the nodes are built, so the middleware's threads
-    exist, and before the executors' threads start, so they inherit it (``ros/realtime.py``)."""
-    asking = [n for n in nodes if getattr(n, "realtime_priority", 0)]
+    exist, and before the executors' threads start, so they inherit it (``ros/realtime.py``). A bad
+    value is a configuration error naming the node and the parameter."""
+    asking = {}
+    for node in nodes:
+        if node.has_parameter("realtime_priority"):
+            priority = check_priority(node.get_parameter("realtime_priority").value,
+                                      f"node '{node.get_name()}': parameter 'realtime_priority'")
+            if priority:
+                asking[node] = priority
     if asking:
-        node = max(asking, key=lambda n: n.realtime_priority)
+        node = max(asking, key=asking.get)
         logger = node.get_logger()
-        apply_realtime_priority(node.realtime_priority, info=logger.info, warn=logger.warning)
+        apply_realtime_priority(asking[node], info=logger.info, warn=logger.warning)
 
 
 def _close(nodes: list[Node]) -> None:

@@ -163,7 +163,7 @@ def test_sim_bridge_with_gymnasium_world_publishes_the_same_topics(ros):
     ("policy_node", ["-p", "control_rate_hz:=fast"], "parameter 'control_rate_hz' = 'fast' should be a float"),
     ("control_node", ["-p", "policy:=telepathy"], "unknown policy type 'telepathy'"),
     ("control_node", ["-p", "robot_limits_file:=/nonexistent/arm.yaml"], "/nonexistent/arm.yaml does not exist"),
-    ("safety_node", ["-p", "realtime_priority:=99"], "safety_node parameter 'realtime_priority' = 99: expected an integer"),
+    ("safety_node", ["-p", "realtime_priority:=99"], "node 'safety': parameter 'realtime_priority' = 99: expected an integer"),
     ("control_node", ["-p", "realtime_priority:=-1"], "parameter 'realtime_priority' = -1: expected an integer"),
 ])
 def test_bad_configuration_exits_non_zero_with_a_clear_message(node, args, message):

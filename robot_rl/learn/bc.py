@@ -212,7 +212,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
                         image_width=data.image_size[1], control_rate_hz=data.control_rate_hz)
     model_config = VLAConfig.from_dict(model_fields)
-    model = start if start is not None else VLAModel(model_config)
+    model = start if start is not None else VLAModel(model_config, pretrained=True)
     encoder = encoder or InstructionEncoder()
     embeddings = {i: encoder.encode(i) for i in data.instructions()}
     object_head = None

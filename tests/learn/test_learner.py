@@ -11,6 +11,7 @@ from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
 from robot_rl.learn.ppo import PPOConfig, anchor_kl, episode_decisions, evaluate_rows, gae, tensors
+from robot_rl.paths import data_path
 from robot_rl.policy.base import PolicyConfig, make_policy
 from robot_rl.transport.links import EpisodeUplink, WeightsListener
 from robot_rl.transport.security import ClientKeys, generate_keypair
@@ -336,6 +337,10 @@ def test_an_export_older_than_a_config_field_still_takes_the_learners_weights(ti
 
     defaults = {f.name: f.default for f in dataclasses.fields(VLAConfig)}
     assert LATER_FIELDS == {k: defaults[k] for k in LATER_FIELDS}
+    # every field that the shipped default's (older) metadata lacks must be one of them: a field added
+    # without it makes every earlier export refuse the learner's weights
+    shipped = json.loads(data_path("policies", "sim_default", "metadata.json").read_text())["model_config"]
+    assert set(defaults) - set(shipped) <= set(LATER_FIELDS), sorted(set(defaults) - set(shipped) - set(LATER_FIELDS))
     old = tmp_path / "old_export"
     shutil.copytree(tiny_export, old)
     meta = json.loads((old / "metadata.json").read_text())

@@ -129,16 +129,7 @@ def stride_after(stages: int) -> int:
     return stride
 
 
-class FrozenBatchNormMixin:
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-        return self
-
-
-class EfficientNetLite0Trunk(FrozenBatchNormMixin, nn.Module):
+class EfficientNetLite0Trunk(nn.Module):
     """Stem plus the first `stages` (1..7) MBConv stages. Input: (B, 3, H, W) RGB in [0, 1]."""
 
     def __init__(self, stages: int = 3):
@@ -150,6 +141,14 @@ class EfficientNetLite0Trunk(FrozenBatchNormMixin, nn.Module):
         self._bn0 = batch_norm(STEM_CHANNELS)
         self._blocks, self.out_channels = build_blocks(stages)
         self.stride = stride_after(stages)
+
+    def train(self, mode: bool = True):
+        """Training mode for everything but batch norm, which keeps ImageNet's statistics."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.relu6(self._bn0(self._conv_stem((x - INPUT_MEAN) / INPUT_STD)))

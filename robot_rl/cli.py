@@ -54,8 +54,10 @@ def _bench(args) -> int:
         config = PerceptionConfig(task=args.task, train_noise_m=args.train_noise_m)
         if args.quick:
             config = PerceptionConfig(task=args.task, train_noise_m=args.train_noise_m, demos=4, train_steps=50,
-                                      layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1)
-        run_perception_bench(config, args.policy or [], args.json)
+                                      layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1,
+                                      dagger_tasks=["reach_cube"], dagger_demos=3, dagger_episodes=4,
+                                      dagger_update_every=2, dagger_update_steps=5, dagger_eval_every=2)
+        run_perception_bench(config, args.policy or [], args.json, dagger=args.state_dagger)
         return 0
     if args.bench == "refit":
         return _bench_refit(args)
@@ -170,14 +172,18 @@ TRAIN_BC_MODEL_DEFAULTS = {"chunk_length": 8, "action_mode": "absolute", "poolin
 
 def _train_bc(args) -> int:
     from robot_rl.learn.bc import BCConfig, train_bc
+    from robot_rl.learn.pretrain import ENCODER_FIELDS
 
     model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling,
              "encoder": args.encoder, "freeze_pretrained": args.freeze_pretrained}
     if args.init:  # fine-tuning: the starting policy's model, unless one of these is asked for (and then must agree)
         model = {k: v for k, v in model.items() if v is not None}
+    elif args.init_encoders:  # the encoders' settings come from their checkpoint; the rest has train-bc's defaults
+        model = {k: v if v is not None or k in ENCODER_FIELDS else TRAIN_BC_MODEL_DEFAULTS[k] for k, v in model.items()}
     else:
         model = {k: v if v is not None else TRAIN_BC_MODEL_DEFAULTS[k] for k, v in model.items()}
     config = BCConfig(data=args.data if len(args.data) > 1 else args.data[0], out=args.out, init=args.init,
+                      init_encoders=args.init_encoders,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                       until_success=not args.whole_episodes, shift_pad=args.shift_pad,
                       objects_coef=args.objects_coef, device=args.device, model=model)
@@ -185,6 +191,22 @@ def _train_bc(args) -> int:
         train_bc(config, resume=args.resume)
     except ValueError as exc:
         print(f"robot-rl train-bc: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _pretrain_encoder(args) -> int:
+    from robot_rl.learn.pretrain import PretrainConfig, pretrain_encoders
+
+    model = {k: v for k, v in {"pooling": args.pooling, "encoder": args.encoder, "keypoints": args.keypoints}.items()
+             if v is not None}
+    config = PretrainConfig(data=args.data if len(args.data) > 1 else args.data[0], out=args.out, steps=args.steps,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+                            shift_pad=args.shift_pad, device=args.device, model=model)
+    try:
+        pretrain_encoders(config, resume=args.resume)
+    except ValueError as exc:
+        print(f"robot-rl pretrain-encoder: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -470,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", required=True)
     b.add_argument("--train-noise-m", type=float, default=0.0,
                    help="noise (std, metres) on the cube's position in the state policy's training observations")
+    b.add_argument("--state-dagger", action="store_true",
+                   help="part 3: the HIL arm's human protocol on the true state, per task from 20 demonstrations "
+                        "(how far the human's labels go when perception is perfect; ~10 min)")
     b.add_argument("--quick", action="store_true", help="a smoke run in seconds; claims nothing")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("learner", help="one learner update (the HIL arm's settings) per device on the same batch: "
@@ -511,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint file (.pt)")
     p.add_argument("--init", help="fine-tune this policy (an export directory such as policies/sim_default, or a "
                                    "train-bc checkpoint) instead of training a new one; its model and normalisation stay")
+    p.add_argument("--init-encoders", help="a new policy whose camera encoders start from this "
+                                            "`robot-rl pretrain-encoder` checkpoint (their settings come with it)")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -537,6 +564,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs episodes with object_positions: simulated ones from collect; 0: off)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.set_defaults(func=_train_bc)
+
+    p = sub.add_parser("pretrain-encoder", help="train the camera encoders to locate the objects (simulated frames "
+                                                "with object_positions; no actions), for train-bc --init-encoders")
+    p.add_argument("--data", required=True, action="append",
+                   help="episode directory whose episodes record object_positions (repeat for several), e.g. from "
+                        "`collect --behaviour noisy --keep-failures --seed 50000`")
+    p.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--pooling", choices=["mean", "spatial_softmax"], default="spatial_softmax")
+    p.add_argument("--encoder", choices=["cnn", "efficientnet_lite0"], help="default cnn")
+    p.add_argument("--keypoints", type=int, help="spatial-softmax keypoints per camera (default 32)")
+    p.add_argument("--shift-pad", type=int, default=4, help="random-shift augmentation in pixels (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.set_defaults(func=_pretrain_encoder)
 
     p = sub.add_parser("export", help="checkpoint or learned weights -> policy.onnx + metadata.json, with a parity check")
     source = p.add_mutually_exclusive_group(required=True)

@@ -41,6 +41,8 @@ class BCConfig:
     data: str | list[str]  # episode directories, one or several (learned from as one dataset)
     out: str  # checkpoint path (.pt)
     init: str | None = None  # start from this policy: an export directory or a train-bc checkpoint (fine-tuning)
+    # a new policy whose camera encoders start from a pretrain-encoder checkpoint (learn/pretrain.py)
+    init_encoders: str | None = None
     steps: int = 5000
     batch_size: int = 64
     lr: float = 3e-4
@@ -205,6 +207,16 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     start = initial_model(config.init, model_fields) if config.init else None
     if start is not None:
         model_fields = start.config.to_dict()
+    pretrained_encoders = None
+    if config.init_encoders:
+        if start is not None:
+            raise ValueError("--init-encoders starts a new policy; --init fine-tunes one whose encoders exist already")
+        from robot_rl.learn.pretrain import load_encoders
+
+        pretrained_encoders = load_encoders(config.init_encoders)
+        # the encoders' settings unless asked for explicitly (apply_encoders then names what differs)
+        model_fields = {**pretrained_encoders["encoder_config"],
+                        **{k: v for k, v in model_fields.items() if v is not None}}
     data = DemoDataset(config.data, horizon=int(model_fields.get("chunk_length", VLAConfig.chunk_length)),
                        cameras=model_fields.get("cameras"), until_success=config.until_success)
     if start is not None:
@@ -212,7 +224,12 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
                         image_width=data.image_size[1], control_rate_hz=data.control_rate_hz)
     model_config = VLAConfig.from_dict(model_fields)
-    model = start if start is not None else VLAModel(model_config, pretrained=True)
+    model = start if start is not None else VLAModel(model_config, pretrained=pretrained_encoders is None)
+    if pretrained_encoders is not None:
+        from robot_rl.learn.pretrain import apply_encoders
+
+        apply_encoders(model, pretrained_encoders, config.init_encoders)
+        log(f"camera encoders from {config.init_encoders}")
     encoder = encoder or InstructionEncoder()
     embeddings = {i: encoder.encode(i) for i in data.instructions()}
     object_head = None
@@ -268,7 +285,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
             "step": step, "rng": rng.bit_generator.state, "bc_config": asdict(config), "metrics": metrics,
             "instruction_embeddings": {k: v.tolist() for k, v in embeddings.items()},
             "dataset": {"dir": data.dirs[0], "dirs": data.dirs, "episodes": len(data.episodes), "samples": len(data)},
-            "init": config.init,
+            "init": config.init, "init_encoders": config.init_encoders,
             **({"object_head": object_head.state_dict()} if object_head is not None else {}),
         })
 

@@ -17,7 +17,16 @@ item 24, asked them of push):
    frames of some layouts and tested on others, per camera and for both. Its error is an upper
    bound on how well the features alone place the cube.
 
-No ROS, no rendering for part 1 (the state policy needs no frames); ``--quick`` is a smoke run.
+3. **How far the human's labels go when perception is perfect** (``--state-dagger``). The state policy
+   of part 1, trained on the benchmark's 20 demonstrations per task, then the HIL arm's human protocol
+   on the true state: 50 training episodes per task (the benchmark's 200 across four tasks), the same
+   simulated human (:class:`~robot_rl.teleop.scripted.ScriptedHuman`, drift trigger, 1.5 s take-overs),
+   the human's steps added to the data as the learner's demo buffer adds them (a chunk stops where the
+   take-over stopped), a fine-tuning round after every 5 episodes, and a refit from scratch on
+   everything at the end (DAgger's aggregate retraining). What it reaches bounds what the image policy
+   can take from the same labels, since only perception separates them.
+
+No ROS, no rendering for parts 1 and 3 (the state policy needs no frames); ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -50,6 +59,13 @@ class PerceptionConfig:
     train_noise_m: float = 0.0  # the same noise on the state policy's training observations (augmentation)
     probe_fit_layouts: int = 100  # part 2: layouts 20000.. to fit the probe, 30000.. to test it
     probe_test_layouts: int = 50
+    # part 3 (state DAgger): per task, as the learning benchmark's HIL arm sees them
+    dagger_tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    dagger_demos: int = 20  # the benchmark's --demos-per-task of its modest start
+    dagger_episodes: int = 50  # training episodes per task (the benchmark's 200 over four tasks)
+    dagger_update_every: int = 5  # episodes per fine-tuning round, as the learner's episodes_per_update
+    dagger_update_steps: int = 500  # Adam steps per round, on all the data so far
+    dagger_eval_every: int = 25
     seed: int = 0
 
 
@@ -100,17 +116,23 @@ class StatePolicy:
     def train(self) -> dict:
         torch.manual_seed(self.config.seed)
         x, y = self.demonstrations()
-        self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-3
-        self.y_mean, self.y_std = y.mean(0), y.std(0) + 1e-3
-        self.net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
-                                       torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                                       torch.nn.Linear(256, y.shape[1]))
-        optimiser = torch.optim.AdamW(self.net.parameters(), 1e-3, weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.config.train_steps)
+        return self.fit(x, y, torch.ones_like(y), self.config.train_steps, fresh=True)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, steps: int, fresh: bool) -> dict:
+        """Squared error on the chunk entries ``mask`` keeps. ``fresh``: a new network at lr 1e-3, normalised
+        by these data; otherwise the current one goes on at lr 3e-4 (a fine-tuning round)."""
+        if fresh:
+            self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-3
+            self.y_mean, self.y_std = y.mean(0), y.std(0) + 1e-3
+            self.net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                           torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                                           torch.nn.Linear(256, y.shape[1]))
+        optimiser = torch.optim.AdamW(self.net.parameters(), 1e-3 if fresh else 3e-4, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
         xn, yn = (x - self.x_mean) / self.x_std, (y - self.y_mean) / self.y_std
-        for _ in range(self.config.train_steps):
+        for _ in range(steps):
             rows = torch.randint(0, len(x), (256,))
-            loss = ((self.net(xn[rows]) - yn[rows]) ** 2).mean()
+            loss = (((self.net(xn[rows]) - yn[rows]) ** 2) * mask[rows]).sum() / mask[rows].sum().clamp_min(1.0)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -140,6 +162,63 @@ class StatePolicy:
                     wins += 1
                     break
         return wins / c.layouts
+
+
+def state_dagger(config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle, task: str, echo=print) -> dict:
+    """Part 3 for one task: success on the held-out layouts along the human-in-the-loop episodes."""
+    from robot_rl.teleop.base import TeleopContext
+    from robot_rl.teleop.scripted import ScriptedHuman, ScriptedHumanConfig
+
+    c = PerceptionConfig(**{**asdict(config), "task": task, "demos": config.dagger_demos})
+    torch.manual_seed(c.seed)
+    policy = StatePolicy(c, world, oracle)
+    x, y = policy.demonstrations()
+    data = {"x": [x], "y": [y], "mask": [torch.ones_like(y)]}
+    policy.fit(x, y, data["mask"][0], c.train_steps, fresh=True)
+    human = ScriptedHuman(ScriptedHumanConfig(seed=c.seed, control_rate_hz=world.config.control_rate_hz),
+                          list(world.joint_names))
+    curve, human_steps, successes = {0: policy.success_rate(c.execute_steps)}, 0, 0
+    for episode in range(c.dagger_episodes):
+        world.reset(100000 + episode, task)  # the benchmark's training layouts of seed 0
+        chunk, k, taken = None, 0, []  # taken: (state, q, oracle target, take-over number) per human step
+        take_over, engaged_before = 0, False
+        for step in range(policy.steps):
+            q, objects = world.joint_positions(), world.object_poses()
+            if chunk is None or k >= c.execute_steps:
+                chunk, k = policy.chunk(q, objects), 0
+            reading = human.read(TeleopContext(now=world.time, joint_names=list(world.joint_names), measured=q,
+                                               policy_target=chunk[k], instruction=TASKS[task].instruction,
+                                               objects=objects, new_episode=step == 0))
+            if reading.engaged:
+                take_over += not engaged_before
+                taken.append((_state(q, objects), q.copy(), np.asarray(reading.positions), take_over))
+                action, chunk = reading.positions, None  # after a take-over the policy plans afresh
+            else:
+                action, k = chunk[k], k + 1
+            engaged_before = reading.engaged
+            world.step(action)
+            if world.success():
+                successes += 1
+                break
+        # each human step labels a chunk of the human's next commands, as far as that take-over went
+        for t, (state, q, _, number) in enumerate(taken):
+            rows = np.arange(t, t + c.horizon)
+            valid = np.array([r < len(taken) and taken[r][3] == number for r in rows])
+            targets = np.stack([taken[min(r, len(taken) - 1)][2] for r in rows]) - q[None, :]
+            data["x"].append(torch.tensor(state[None]))
+            data["y"].append(torch.tensor(targets.reshape(1, -1), dtype=torch.float32))
+            data["mask"].append(torch.tensor(np.repeat(valid, targets.shape[1])[None], dtype=torch.float32))
+        human_steps += len(taken)
+        if (episode + 1) % c.dagger_update_every == 0:
+            policy.fit(*(torch.cat(v) for v in data.values()), c.dagger_update_steps, fresh=False)
+        if (episode + 1) % c.dagger_eval_every == 0 or episode + 1 == c.dagger_episodes:
+            curve[episode + 1] = policy.success_rate(c.execute_steps)
+    everything = [torch.cat(v) for v in data.values()]
+    policy.fit(*everything, c.train_steps, fresh=True)
+    result = {"success": curve, "refit_on_everything": policy.success_rate(c.execute_steps),
+              "demonstration_samples": len(x), "human_steps": human_steps, "training_successes": successes}
+    echo(f"state DAgger, {task}: {json.dumps(result)}")
+    return result
 
 
 def oracle_success_rate(config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle, noise_m: float) -> float:
@@ -202,8 +281,10 @@ def probe_image_features(policy_dir: str, config: PerceptionConfig) -> dict:
     return result
 
 
-def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_path: str, echo=print) -> dict:
-    get_task(config.task)  # an unknown task names the known ones
+def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_path: str, echo=print,
+                         dagger: bool = False) -> dict:
+    for task in [config.task] + (config.dagger_tasks if dagger else []):
+        get_task(task)  # an unknown task names the known ones
     torch.set_num_threads(1)
     started = time.time()
     report: dict = {"benchmark": "perception", "config": asdict(config)}
@@ -220,6 +301,14 @@ def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_
             rows[f"execute_{config.execute_steps}_cube_noise_{std * 1e3:g}mm"] = policy.success_rate(config.execute_steps, std)
             report.setdefault("oracle", {})[f"cube_noise_{std * 1e3:g}mm"] = oracle_success_rate(config, world, oracle, std)
         echo(f"state policy: {json.dumps(rows)}; oracle: {json.dumps(report.get('oracle', {}))}")
+        if dagger:
+            report["state_dagger"] = {task: state_dagger(config, world, oracle, task, echo) for task in config.dagger_tasks}
+            finals = {k: float(np.mean([r["success"][max(r["success"])] if k == "end" else r[k]
+                                        for r in report["state_dagger"].values()]))
+                      for k in ("end", "refit_on_everything")}
+            report["state_dagger_mean"] = {"start": float(np.mean([r["success"][0] for r in report["state_dagger"].values()])),
+                                           **finals}
+            echo(f"state DAgger, mean over tasks: {json.dumps(report['state_dagger_mean'])}")
     finally:
         world.close()
     for policy_dir in policy_dirs:

@@ -41,8 +41,8 @@ def test_the_oracle_pushes_through_millimetres_of_noise_and_not_through_centimet
 
 def test_bench_perception_quick_writes_json(tiny_export, tmp_path):
     out = tmp_path / "perception.json"
-    proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "perception", "--quick", "--policy",
-                           str(tiny_export), "--json", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "perception", "--quick", "--state-dagger",
+                           "--policy", str(tiny_export), "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
     rows = report["state_policy"]
@@ -52,6 +52,12 @@ def test_bench_perception_quick_writes_json(tiny_export, tmp_path):
     [probe] = report["image_features_probe"]
     assert probe["test_frames"] > 0 and probe["all cameras"]["median_mm"] > 0
     assert set(probe) >= {"front", "wrist", "all cameras"}
+    # part 3: a policy cloned from 3 demonstrations drifts, the simulated human steps in and finishes the
+    # episodes, and its steps become training data
+    dagger = report["state_dagger"]["reach_cube"]
+    assert dagger["human_steps"] > 0 and dagger["training_successes"] == 4
+    assert set(dagger["success"]) == {"0", "2", "4"} and 0.0 <= dagger["refit_on_everything"] <= 1.0
+    assert set(report["state_dagger_mean"]) == {"start", "end", "refit_on_everything"}
 
 
 def test_bench_perception_names_an_unknown_task(tmp_path):

@@ -142,7 +142,8 @@ def _bench_learning(args) -> int:
         "arms": args.arms.split(",") if args.arms else None, "episodes": args.episodes, "seeds": args.seeds,
         "eval_every": args.eval_every, "eval_seeds": args.eval_seeds, "tasks": args.task or None,
         "policy": args.policy, "critic": args.critic, "out_dir": args.out_dir, "execute_steps": args.execute_steps,
-        "episodes_per_update": args.episodes_per_update, "demos_per_task": args.demos_per_task}.items() if v is not None}
+        "episodes_per_update": args.episodes_per_update, "demos_per_task": args.demos_per_task,
+        "task_schedule": args.task_schedule}.items() if v is not None}
     learner = _learner_overrides(args.set)
     if learner:
         given["learner"] = learner
@@ -457,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, e.g. ppo.lr=1e-4 (repeat)")
     b.add_argument("--human", action="append", metavar="KEY=VALUE",
                    help="simulated human setting of the HIL arm, e.g. trigger=stall (repeat; teleop/scripted.py)")
+    b.add_argument("--task-schedule", choices=["round_robin", "needs_help"],
+                   help="which task each training episode practises: in turn (default), or, in arms with a human, "
+                        "drawn by how often the human had to step in on it lately (learn/benchmark.py TaskSchedule)")
     b.add_argument("--json", required=True)
     b.add_argument("--plot", help="PNG: mean success vs episodes, band across seeds")
     b.add_argument("--quick", action="store_true", help="the whole pipeline in a few minutes; claims nothing")

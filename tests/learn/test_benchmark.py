@@ -5,13 +5,13 @@ from dataclasses import asdict
 
 import pytest
 
-from robot_rl.learn.benchmark import (HIL_DEMO_PHASE, LearningBenchConfig, arm_ppo_settings, bench_learning,
-                                     demos_dir_name, episodes_to_reach, goals, quick_config)
+from robot_rl.learn.benchmark import (HIL_DEMO_PHASE, LearningBenchConfig, TaskSchedule, arm_ppo_settings,
+                                     bench_learning, demos_dir_name, episodes_to_reach, goals, quick_config)
 
 
 def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, tiny_export, tiny_critic):
     config = quick_config(policy=str(tiny_export), critic=str(tiny_critic), out_dir=str(tmp_path / "runs"),
-                          tasks=["reach_cube", "pick_cube"])
+                          tasks=["reach_cube", "pick_cube"], task_schedule="needs_help")
     report = bench_learning(config, str(tmp_path / "learning.json"), str(tmp_path / "learning.png"), quick=True,
                             echo=lambda *_: None)
     assert json.loads((tmp_path / "learning.json").read_text())["summary"] == report["summary"]
@@ -31,6 +31,11 @@ def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, 
     assert hil["training"]["episodes_with_intervention"] > 0 and hil["learner"]["human_steps"] > 0
     assert hil["learner"]["demo_buffer"] > hil["learner"]["human_steps"]  # plus the preloaded demonstrations
     assert runs["progress"]["learner"]["demo_buffer"] == 0
+    # the tasks in turn where no human's take-overs say what needs practice; with one, two rounds in turn
+    # and then drawn by them
+    assert runs["sparse"]["training"]["episodes_per_task"] == {"reach_cube": 3, "pick_cube": 3}
+    per_task = hil["training"]["episodes_per_task"]
+    assert sum(per_task.values()) == 6 and min(per_task.values()) >= 2 and report["config"]["task_schedule"] == "needs_help"
     # the supervised phase on the demo buffer ran where there is a buffer
     assert hil["learner"]["demo_steps"] == 2 and hil["learner"]["demo_phase_nll_mean"] > 0
     assert runs["progress"]["learner"]["demo_steps"] == 0 and runs["progress"]["learner"]["demo_phase_nll_mean"] is None
@@ -85,7 +90,49 @@ def test_the_hil_arm_has_its_demo_phase_and_the_run_overrides_win():
     assert arm_ppo_settings(mine, "sparse") == {"demo_steps": 7, "lr": 1e-4}
 
 
+def test_the_needs_help_schedule_practises_where_the_human_steps_in_and_starves_no_task():
+    tasks = ["reach_cube", "press_button", "push_cube_to_pad", "pick_cube"]
+    in_turn = TaskSchedule(tasks, "round_robin", seed=0)
+    assert [in_turn.next(i) for i in range(6)] == tasks + tasks[:2]
+    schedule = TaskSchedule(tasks, "needs_help", seed=0)
+    drawn = []
+    for i in range(400):
+        task = schedule.next(i)
+        drawn.append(task)
+        schedule.record(task, 3 if task == "push_cube_to_pad" else 0)
+    assert drawn[:8] == tasks + tasks  # two rounds in turn before any take-over counts
+    later = drawn[8:]
+    # push needs 3 take-overs an episode, the others none: weights 3.25 against 0.25 each (81%)
+    assert 0.72 < later.count("push_cube_to_pad") / len(later) < 0.90
+    assert all(later.count(t) >= 10 for t in tasks)  # the floor keeps every task in practice
+    # the same seed, the same draws
+    again = TaskSchedule(tasks, "needs_help", seed=0)
+    for i, task in enumerate(drawn):
+        assert again.next(i) == task
+        again.record(task, 3 if task == "push_cube_to_pad" else 0)
+
+
+def test_a_report_from_before_the_task_schedule_resumes_as_round_robin(tmp_path, tiny_export, monkeypatch):
+    import robot_rl.learn.benchmark as benchmark
+
+    settings = dict(policy=str(tiny_export), out_dir=str(tmp_path / "runs"), tasks=["reach_cube"], episodes=5,
+                    eval_every=5, episodes_per_update=5, seeds=1, arms=["progress"])
+    config = json.loads(json.dumps(asdict(LearningBenchConfig(**settings))))
+    config.pop("task_schedule")  # written before the setting existed
+    out = tmp_path / "learning.json"
+    out.write_text(json.dumps({"benchmark": "learning", "quick": False, "runs": [], "config": config,
+                               "policy": benchmark._policy_summary(LearningBenchConfig(**settings)),
+                               "learner_settings": {"progress": benchmark.learner_settings(LearningBenchConfig(**settings),
+                                                                                           "progress")},
+                               "oracle_version": benchmark.ORACLE_VERSION}))
+    assert benchmark.measured_runs(LearningBenchConfig(**settings), str(out)) == ({}, 0.0)
+    with pytest.raises(ValueError, match=r"task_schedule 'round_robin' \(now 'needs_help'\)"):
+        benchmark.measured_runs(LearningBenchConfig(**settings, task_schedule="needs_help"), str(out))
+
+
 def test_bad_benchmark_settings_name_what_is_wrong():
+    with pytest.raises(ValueError, match="task_schedule 'by_hand'"):
+        LearningBenchConfig(task_schedule="by_hand")
     with pytest.raises(ValueError, match="unknown arms.*'hil'"):
         LearningBenchConfig(arms=["hil"])
     with pytest.raises(ValueError, match="eval_every .7. must be a multiple of episodes_per_update .5."):

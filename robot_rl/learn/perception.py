@@ -23,8 +23,9 @@ item 24, asked them of push):
    simulated human (:class:`~robot_rl.teleop.scripted.ScriptedHuman`, drift trigger, 1.5 s take-overs),
    the human's steps added to the data as the learner's demo buffer adds them (a chunk stops where the
    take-over stopped), a fine-tuning round after every 5 episodes, and a refit from scratch on
-   everything at the end (DAgger's aggregate retraining). What it reaches bounds what the image policy
-   can take from the same labels, since only perception separates them.
+   everything at the end (DAgger's aggregate retraining). A reference for how far the human's labels go
+   when perception is perfect, not a strict bound: the benchmark's HIL arm also returns to saved failure
+   states and trains one multi-task network, which this simpler protocol does not.
 
 No ROS, no rendering for parts 1 and 3 (the state policy needs no frames); ``--quick`` is a smoke run.
 """

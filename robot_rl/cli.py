@@ -188,10 +188,15 @@ def _train_bc(args) -> int:
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                       until_success=not args.whole_episodes, shift_pad=args.shift_pad,
                       objects_coef=args.objects_coef, device=args.device, model=model)
+    return _exit_code("train-bc", lambda: train_bc(config, resume=args.resume))
+
+
+def _exit_code(command: str, run) -> int:
+    """0 when ``run()`` returns, 2 with the message of a ValueError (bad input names what is wrong)."""
     try:
-        train_bc(config, resume=args.resume)
+        run()
     except ValueError as exc:
-        print(f"robot-rl train-bc: {exc}", file=sys.stderr)
+        print(f"robot-rl {command}: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -204,12 +209,7 @@ def _pretrain_encoder(args) -> int:
     config = PretrainConfig(data=args.data if len(args.data) > 1 else args.data[0], out=args.out, steps=args.steps,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                             shift_pad=args.shift_pad, device=args.device, model=model)
-    try:
-        pretrain_encoders(config, resume=args.resume)
-    except ValueError as exc:
-        print(f"robot-rl pretrain-encoder: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return _exit_code("pretrain-encoder", lambda: pretrain_encoders(config, resume=args.resume))
 
 
 def _export(args) -> int:

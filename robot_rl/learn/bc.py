@@ -123,6 +123,31 @@ def to_tensors(batch, embeddings: dict[str, np.ndarray]):
             torch.from_numpy(batch.returns), objects)
 
 
+def cosine_schedule(optimiser: torch.optim.Optimizer, steps: int, start_step: int):
+    """The learning rate falls from its value to 0 along half a cosine over ``steps``; a resumed run
+    (``start_step`` > 0) continues where the schedule was."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s + start_step) / max(1, steps)))))
+
+
+def gradient_step(loss: torch.Tensor, optimiser: torch.optim.Optimizer, schedule, trained: list) -> None:
+    """One clipped (norm 1) optimiser step and one step of the learning-rate schedule."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained, 1.0)
+    optimiser.step()
+    schedule.step()
+
+
+def progress_bar(enabled: bool, steps: int, start_step: int, desc: str):
+    """A tqdm bar over the training steps, or None."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, initial=start_step, desc=desc, unit="step")
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,8 +301,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
     n_eval = max(1, int(len(data) * config.eval_fraction))
     eval_rows, train_rows = split[:n_eval], split[n_eval:]
     generator = torch.Generator().manual_seed(config.seed + start_step)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s + start_step) / max(1, config.steps)))))
+    schedule = cosine_schedule(optimiser, config.steps, start_step)
 
     def checkpoint(step: int, metrics: dict) -> None:
         save_checkpoint(config.out, {
@@ -302,11 +326,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         model.train()
         return totals
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, initial=start_step, desc="train-bc", unit="step")
+    bar = progress_bar(progress, config.steps, start_step, "train-bc")
     metrics = {"eval_start": evaluate()}
     model.train()
     for step in range(start_step, config.steps):
@@ -317,11 +337,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         images, joints, text, actions, returns, objects = to_device((images, joints, text, actions, returns, objects), device)
         loss, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef,
                               objects, object_head, config.objects_coef)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        optimiser.step()
-        schedule.step()
+        gradient_step(loss, optimiser, schedule, trained)
         if bar:
             bar.update(1)
             bar.set_postfix(nll=f"{parts['nll']:.3f}", mse=f"{parts['mse']:.3f}",

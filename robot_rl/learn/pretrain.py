@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from robot_rl.data.dataset import DemoDataset
-from robot_rl.learn.bc import ObjectPositionHead, random_shift, read_checkpoint, save_checkpoint
+from robot_rl.learn.bc import (ObjectPositionHead, cosine_schedule, gradient_step, progress_bar, random_shift,
+                               read_checkpoint, save_checkpoint)
 from robot_rl.policy.vla import VLAConfig, VLAModel
 
 # the VLAConfig fields that decide an encoder's weights (names and shapes) and what it sees
@@ -121,8 +122,7 @@ def pretrain_encoders(config: PretrainConfig, resume: bool = False, progress: bo
         log(f"resuming {config.out} at step {start_step}")
     train_rows, eval_rows = split_episodes(data, config.eval_fraction, config.seed)
     generator = torch.Generator().manual_seed(config.seed + start_step)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s + start_step) / max(1, config.steps)))))
+    schedule = cosine_schedule(optimiser, config.steps, start_step)
 
     def batch(rows: np.ndarray, shift: bool):
         b = data.batch(rows)
@@ -152,21 +152,13 @@ def pretrain_encoders(config: PretrainConfig, resume: bool = False, progress: bo
                         "held_out_frames": len(eval_rows)},
         })
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, initial=start_step, desc="pretrain-encoder", unit="step")
+    bar = progress_bar(progress, config.steps, start_step, "pretrain-encoder")
     metrics = {"eval_start": evaluate()}
     model.train()
     for step in range(start_step, config.steps):
         images, objects = batch(rng.choice(train_rows, size=min(config.batch_size, len(train_rows)), replace=False), True)
         loss, mm = head.loss(model.image_features(images), objects)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        optimiser.step()
-        schedule.step()
+        gradient_step(loss, optimiser, schedule, trained)
         if bar:
             bar.update(1)
             bar.set_postfix(objects_mm=f"{mm:.1f}")

@@ -120,7 +120,9 @@ def export_policy(checkpoint: str, out_dir: str, data_dir: str | None = None, ev
     embeddings = {k: np.asarray(v, np.float32) for k, v in payload["instruction_embeddings"].items()}
     extra = {"model_version": f"bc-{int(payload.get('step', 0))}-{time.strftime('%Y%m%d%H%M%S')}",
              "source_checkpoint": str(checkpoint),
-             "training": {"step": payload.get("step"), "metrics": payload.get("metrics"), "dataset": payload.get("dataset")}}
+             "training": {"step": payload.get("step"), "metrics": payload.get("metrics"), "dataset": payload.get("dataset"),
+                          # where the weights started: a fine-tuned policy, pretrained encoders
+                          **{k: payload[k] for k in ("init", "init_encoders") if payload.get(k)}}}
     metadata = export_model(model, out_dir, embeddings, data_dir or (payload.get("dataset") or {}).get("dir"),
                             evaluation, opset, extra)
     log(f"exported {checkpoint} -> {out_dir} (parity max |diff| actions {metadata['parity']['max_abs_diff']['actions']:.2e} "

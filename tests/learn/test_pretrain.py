@@ -82,6 +82,11 @@ def test_train_bc_starts_a_new_policy_from_the_pretrained_encoders(pretrained, t
     train_bc(config, encoder=encoder, progress=False, log=lambda *_: None)
     trained = load_checkpoint(config.out)["model"]
     assert not torch.equal(trained["encoders.front.proj.weight"], encoders["front.proj.weight"])
+    # an ordinary export, which says where its encoders came from
+    from robot_rl.inference.export import export_policy
+
+    metadata = export_policy(config.out, str(tmp_path / "policy"), log=lambda *_: None)
+    assert metadata["training"]["init_encoders"] == source and "init" not in metadata["training"]
 
 
 def test_train_bc_refuses_encoders_that_do_not_fit(pretrained, tiny_demos, tiny_export, tmp_path, encoder):

@@ -57,6 +57,10 @@ def _bench(args) -> int:
                                       layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1,
                                       dagger_tasks=["reach_cube"], dagger_demos=3, dagger_episodes=4,
                                       dagger_update_every=2, dagger_update_steps=5, dagger_eval_every=2)
+        if args.dagger_task:  # run_perception_bench names an unknown one
+            config.dagger_tasks = list(args.dagger_task)
+        if args.dagger_episodes:
+            config.dagger_episodes = args.dagger_episodes
         run_perception_bench(config, args.policy or [], args.json, dagger=args.state_dagger)
         return 0
     if args.bench == "refit":
@@ -498,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise (std, metres) on the cube's position in the state policy's training observations")
     b.add_argument("--state-dagger", action="store_true",
                    help="part 3: the HIL arm's human protocol on the true state, per task from 20 demonstrations "
-                        "(how far the human's labels go when perception is perfect; ~10 min)")
+                        "(how far the human's labels go when perception is perfect; ~6 min)")
+    b.add_argument("--dagger-task", action="append", help="with --state-dagger: only this task (repeat; default all four)")
+    b.add_argument("--dagger-episodes", type=int, help="with --state-dagger: training episodes per task (default 50)")
     b.add_argument("--quick", action="store_true", help="a smoke run in seconds; claims nothing")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("learner", help="one learner update (the HIL arm's settings) per device on the same batch: "

@@ -13,6 +13,9 @@ chunks need on average; pushing it onto the pad needs the cube's position to a f
 (``docs/learning-benchmark.md`` item 24), and a 128x96 front camera sees the cube 5 pixels wide. The
 head is training-only: it is kept in the checkpoint (for ``--resume``) and never exported.
 
+A new policy may start its camera encoders from ``robot-rl pretrain-encoder`` (``init_encoders``,
+``learn/pretrain.py``): encoders that already locate the objects on many layouts, the rest from scratch.
+
 Checkpoints hold the model config and weights (normalisation included), the optimiser, the step and
 the RNG state. They are written to a temporary file and renamed, so an interrupted run leaves the
 previous checkpoint whole; ``--resume`` continues from it.

@@ -221,8 +221,8 @@ def _actor_main(spec: dict) -> None:
     spool = Spool(run_dir / "spool")
     uplink = EpisodeUplink(spool, spec["episodes_address"], keys, "bench").start()
     per_update, lag = spec["episodes_per_update"], spec["max_lag_updates"]
-    schedule = TaskSchedule(spec["tasks"], spec.get("task_schedule", "round_robin") if human is not None else "round_robin",
-                            spec["seed"])
+    # with no human there are no take-overs to go by: the tasks in turn
+    schedule = TaskSchedule(spec["tasks"], spec["task_schedule"] if human is not None else "round_robin", spec["seed"])
     try:
         with open(run_dir / "actor.jsonl", "w") as log:
             for i in range(spec["episodes"]):
@@ -633,8 +633,7 @@ def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = Fal
     if not isinstance(earlier, dict) or earlier.get("benchmark") != "learning" or not isinstance(earlier.get("runs"), list):
         raise ValueError(f"--resume: {path} is not a 'robot-rl bench learning' report (no 'benchmark': 'learning' and 'runs')")
     mine = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the report stores them
-    theirs = earlier.get("config", {})
-    theirs = {**CONFIG_ADDED_LATER, **theirs}
+    theirs = {**CONFIG_ADDED_LATER, **earlier.get("config", {})}
     differ = [f"{k} {theirs.get(k)!r} (now {mine[k]!r})" for k in mine
               if k not in RESUME_MAY_CHANGE + ("learner",) and theirs.get(k) != mine[k]]
     # the learner: its other overrides as asked for, its PPO and reward settings as they ran

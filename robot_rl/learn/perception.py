@@ -304,11 +304,11 @@ def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_
         echo(f"state policy: {json.dumps(rows)}; oracle: {json.dumps(report.get('oracle', {}))}")
         if dagger:
             report["state_dagger"] = {task: state_dagger(config, world, oracle, task, echo) for task in config.dagger_tasks}
-            finals = {k: float(np.mean([r["success"][max(r["success"])] if k == "end" else r[k]
-                                        for r in report["state_dagger"].values()]))
-                      for k in ("end", "refit_on_everything")}
-            report["state_dagger_mean"] = {"start": float(np.mean([r["success"][0] for r in report["state_dagger"].values()])),
-                                           **finals}
+            runs = list(report["state_dagger"].values())
+            report["state_dagger_mean"] = {
+                "start": float(np.mean([r["success"][0] for r in runs])),
+                "end": float(np.mean([r["success"][max(r["success"])] for r in runs])),
+                "refit_on_everything": float(np.mean([r["refit_on_everything"] for r in runs]))}
             echo(f"state DAgger, mean over tasks: {json.dumps(report['state_dagger_mean'])}")
     finally:
         world.close()

@@ -51,9 +51,12 @@ def _bench(args) -> int:
     if args.bench == "perception":
         from robot_rl.learn.perception import PerceptionConfig, run_perception_bench
 
-        config = PerceptionConfig(task=args.task, train_noise_m=args.train_noise_m)
+        given = {"task": args.task, "train_noise_m": args.train_noise_m, "state_frame": args.state_frame}
+        if args.demos:
+            given["demos"] = args.demos
+        config = PerceptionConfig(**given)
         if args.quick:
-            config = PerceptionConfig(task=args.task, train_noise_m=args.train_noise_m, demos=4, train_steps=50,
+            config = PerceptionConfig(**{**given, "demos": 4}, train_steps=50,
                                       layouts=2, noise_m=[0.005], probe_fit_layouts=2, probe_test_layouts=1,
                                       dagger_tasks=["reach_cube"], dagger_demos=3, dagger_episodes=4,
                                       dagger_update_every=2, dagger_update_steps=5, dagger_eval_every=2)
@@ -500,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", required=True)
     b.add_argument("--train-noise-m", type=float, default=0.0,
                    help="noise (std, metres) on the cube's position in the state policy's training observations")
+    b.add_argument("--demos", type=int, help="oracle demonstrations of the state policy (default 200)")
+    b.add_argument("--state-frame", choices=["world", "arm"], default="world",
+                   help="the state policy's inputs as the simulator gives them, or in the arm's own frame (the scene "
+                        "rotated with the pan joint: one demonstration stands for every direction)")
     b.add_argument("--state-dagger", action="store_true",
                    help="part 3: the HIL arm's human protocol on the true state, per task from 20 demonstrations "
                         "(how far the human's labels go when perception is perfect; ~6 min)")

@@ -27,6 +27,12 @@ item 24, asked them of push):
    when perception is perfect, not a strict bound: the benchmark's HIL arm also returns to saved failure
    states and trains one multi-task network, which this simpler protocol does not.
 
+``state_frame: arm`` (``--state-frame arm``) gives parts 1 and 3 the objects in the arm's own frame (about
+the shoulder's vertical axis, rotated by the pan joint) and the joints without the pan: rotating the whole
+scene about the base then changes nothing the policy sees or does (the labels are joint deltas), so one
+demonstration stands for every direction it could have been recorded in. It measures how much of a task's
+need for labels is the spread of directions in its layouts (item 33).
+
 No ROS, no rendering for parts 1 and 3 (the state policy needs no frames); ``--quick`` is a smoke run.
 """
 
@@ -58,6 +64,7 @@ class PerceptionConfig:
     layouts: int = 50  # held-out layouts per evaluation
     noise_m: list[float] = field(default_factory=lambda: [0.0025, 0.005, 0.01])  # cube xy noise (std, metres)
     train_noise_m: float = 0.0  # the same noise on the state policy's training observations (augmentation)
+    state_frame: str = "world"  # "world": joints and positions as the simulator gives them; "arm": see above
     probe_fit_layouts: int = 100  # part 2: layouts 20000.. to fit the probe, 30000.. to test it
     probe_test_layouts: int = 50
     # part 3 (state DAgger): per task, as the learning benchmark's HIL arm sees them
@@ -77,16 +84,34 @@ def _with_cube_noise(objects: dict[str, ObjectPose], rng: np.random.Generator, s
     return {**objects, "cube": ObjectPose(cube.position + np.r_[rng.normal(0.0, std, 2), 0.0], cube.quaternion)}
 
 
-def _state(q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
-    return np.concatenate([q] + [objects[name].position for name in OBJECT_ORDER]).astype(np.float32)
+STATE_FRAMES = ("world", "arm")
+
+
+def _state(q: np.ndarray, objects: dict[str, ObjectPose], frame: str = "world",
+           base_xy: np.ndarray | None = None) -> np.ndarray:
+    """The state policy's input: joints and the objects' positions, in the world's frame or the arm's."""
+    if frame == "world":
+        return np.concatenate([q] + [objects[name].position for name in OBJECT_ORDER]).astype(np.float32)
+    # the arm's frame: x along the arm's heading (the pan joint), y to its left, heights unchanged
+    cos, sin = np.cos(q[0]), np.sin(q[0])
+    parts = [q[1:]]
+    for name in OBJECT_ORDER:
+        dx, dy = objects[name].position[:2] - base_xy
+        parts.append([cos * dx + sin * dy, -sin * dx + cos * dy, objects[name].position[2]])
+    return np.concatenate(parts).astype(np.float32)
 
 
 class StatePolicy:
     """Behaviour cloning on the true state: an MLP from (joints, object positions) to a chunk of joint deltas."""
 
     def __init__(self, config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle):
+        if config.state_frame not in STATE_FRAMES:
+            raise ValueError(f"state_frame: expected one of {', '.join(STATE_FRAMES)}, got {config.state_frame!r}")
         self.config, self.world, self.oracle = config, world, oracle
         self.steps = int(TASKS[config.task].max_duration_s * world.config.control_rate_hz)
+
+    def observe(self, q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
+        return _state(q, objects, self.config.state_frame, self.oracle.kin.shoulder[:2])
 
     def demonstrations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(states, chunk targets) of the oracle's successful demonstrations, cut at success like train-bc."""
@@ -100,7 +125,7 @@ class StatePolicy:
                 q, objects = self.world.joint_positions(), self.world.object_poses()
                 action = self.oracle.act(q, objects)[0]
                 qs.append(q.copy())
-                seen.append(_state(q, _with_cube_noise(objects, rng, c.train_noise_m)))
+                seen.append(self.observe(q, _with_cube_noise(objects, rng, c.train_noise_m)))
                 actions.append(action)
                 self.world.step(action)
                 if self.world.success():
@@ -142,7 +167,7 @@ class StatePolicy:
 
     def chunk(self, q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
         with torch.no_grad():
-            out = self.net((torch.from_numpy(_state(q, objects)) - self.x_mean) / self.x_std) * self.y_std + self.y_mean
+            out = self.net((torch.from_numpy(self.observe(q, objects)) - self.x_mean) / self.x_std) * self.y_std + self.y_mean
         return q[None, :] + out.numpy().reshape(self.config.horizon, -1)
 
     def success_rate(self, execute_steps: int, noise_m: float = 0.0, frozen: bool = False) -> float:
@@ -192,7 +217,7 @@ def state_dagger(config: PerceptionConfig, world: TabletopWorld, oracle: Scripte
                                                objects=objects, new_episode=step == 0))
             if reading.engaged:
                 take_over += not engaged_before
-                taken.append((_state(q, objects), q.copy(), np.asarray(reading.positions), take_over))
+                taken.append((policy.observe(q, objects), q.copy(), np.asarray(reading.positions), take_over))
                 action, chunk = reading.positions, None  # after a take-over the policy plans afresh
             else:
                 action, k = chunk[k], k + 1

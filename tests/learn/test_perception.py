@@ -4,13 +4,16 @@ import json
 import subprocess
 import sys
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
-from robot_rl.learn.perception import PerceptionConfig, StatePolicy, oracle_success_rate
+from robot_rl.learn.perception import PerceptionConfig, StatePolicy, _state, oracle_success_rate
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
 from robot_rl.sim.tabletop import TabletopWorld
-from robot_rl.sim.world import WorldConfig
+from robot_rl.sim.world import ObjectPose, WorldConfig
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,40 @@ def test_a_state_policy_cloned_from_the_oracle_reaches_and_needs_to_know_where_t
     assert policy.success_rate(4, noise_m=0.1) <= 3 / 6
 
 
+def test_a_state_policy_in_the_arms_frame_reaches(world_and_oracle):
+    config = PerceptionConfig(task="reach_cube", demos=30, train_steps=1500, layouts=6, state_frame="arm")
+    policy = StatePolicy(config, *world_and_oracle)
+    policy.train()
+    assert policy.observe(*_first_observation(world_and_oracle[0])).shape == (5 + 3 * 3,)  # no pan joint
+    assert policy.success_rate(4) >= 5 / 6
+
+
+def _first_observation(world):
+    world.reset(0, "reach_cube")
+    return world.joint_positions(), world.object_poses()
+
+
+def test_the_arm_frame_does_not_change_when_the_scene_turns_about_the_base():
+    base = np.array([0.05, -0.02])
+    q = np.array([0.3, -0.4, 0.9, 0.2, 0.1, 0.02])
+    objects = {"cube": ObjectPose(np.array([0.30, 0.10, 0.02]), np.array([1.0, 0, 0, 0])),
+               "pad": ObjectPose(np.array([0.25, -0.12, 0.001]), np.array([1.0, 0, 0, 0])),
+               "button": ObjectPose(np.array([0.40, 0.05, 0.03]), np.array([1.0, 0, 0, 0]))}
+    turn = 0.7
+    rotation = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    turned = {name: ObjectPose(np.r_[base + rotation @ (pose.position[:2] - base), pose.position[2]], pose.quaternion)
+              for name, pose in objects.items()}
+    turned_q = q + np.r_[turn, np.zeros(5)]
+    np.testing.assert_allclose(_state(q, objects, "arm", base), _state(turned_q, turned, "arm", base), atol=1e-6)
+    # the world's frame sees the turn
+    assert np.abs(_state(q, objects) - _state(turned_q, turned)).max() > 0.05
+
+
+def test_an_unknown_state_frame_is_named(world_and_oracle):
+    with pytest.raises(ValueError, match="state_frame.*world, arm.*'polar'"):
+        StatePolicy(PerceptionConfig(state_frame="polar"), *world_and_oracle)
+
+
 def test_the_oracle_pushes_through_millimetres_of_noise_and_not_through_centimetres(world_and_oracle):
     config = PerceptionConfig(layouts=4)
     assert oracle_success_rate(config, *world_and_oracle, noise_m=0.0) == 1.0
@@ -42,9 +79,11 @@ def test_the_oracle_pushes_through_millimetres_of_noise_and_not_through_centimet
 def test_bench_perception_quick_writes_json(tiny_export, tmp_path):
     out = tmp_path / "perception.json"
     proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "perception", "--quick", "--state-dagger",
-                           "--policy", str(tiny_export), "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--state-frame", "arm", "--policy", str(tiny_export), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
+    assert report["config"]["state_frame"] == "arm"  # parts 1 and 3 ran in the arm's frame
     rows = report["state_policy"]
     for key in ("execute_4", "execute_1", "execute_4_objects_frozen_at_start", "execute_4_cube_noise_5mm"):
         assert 0.0 <= rows[key] <= 1.0

@@ -51,7 +51,8 @@ def _bench(args) -> int:
     if args.bench == "perception":
         from robot_rl.learn.perception import PerceptionConfig, run_perception_bench
 
-        given = {"task": args.task, "train_noise_m": args.train_noise_m, "state_frame": args.state_frame}
+        given = {"task": args.task, "train_noise_m": args.train_noise_m, "state_frame": args.state_frame,
+                 "state_action": args.state_action}
         if args.demos:
             given["demos"] = args.demos
         config = PerceptionConfig(**given)
@@ -507,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--state-frame", choices=["world", "arm"], default="world",
                    help="the state policy's inputs as the simulator gives them, or in the arm's own frame (the scene "
                         "rotated with the pan joint: one demonstration stands for every direction)")
+    b.add_argument("--state-action", choices=["joint", "cartesian"], default="joint",
+                   help="the state policy's chunks as joint deltas (the image policy's contract) or as moves of the "
+                        "grip point in the arm's frame, turned into joint targets by inverse kinematics")
     b.add_argument("--state-dagger", action="store_true",
                    help="part 3: the HIL arm's human protocol on the true state, per task from 20 demonstrations "
                         "(how far the human's labels go when perception is perfect; ~6 min)")

@@ -31,7 +31,12 @@ item 24, asked them of push):
 the shoulder's vertical axis, rotated by the pan joint) and the joints without the pan: rotating the whole
 scene about the base then changes nothing the policy sees or does (the labels are joint deltas), so one
 demonstration stands for every direction it could have been recorded in. It measures how much of a task's
-need for labels is the spread of directions in its layouts (item 33).
+need for labels is the spread of directions in its layouts (item 33). ``state_action: cartesian``
+(``--state-action cartesian``) makes the action egocentric too: each chunk point is the grip point's move
+in the arm's frame (forward, left, up), the change of the fingers' heading and the gripper, which the
+arm's inverse kinematics turns into joint targets; the labels are the oracle's (or the human's) joint
+targets read through the forward kinematics. Joint deltas are the image policy's contract; this is the
+reference for what an egocentric action would be worth.
 
 No ROS, no rendering for parts 1 and 3 (the state policy needs no frames); ``--quick`` is a smoke run.
 """
@@ -39,6 +44,7 @@ No ROS, no rendering for parts 1 and 3 (the state policy needs no frames); ``--q
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
+from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle, _wrap
 from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
 from robot_rl.sim.world import OBJECT_ORDER, ObjectPose, WorldConfig
@@ -65,6 +71,7 @@ class PerceptionConfig:
     noise_m: list[float] = field(default_factory=lambda: [0.0025, 0.005, 0.01])  # cube xy noise (std, metres)
     train_noise_m: float = 0.0  # the same noise on the state policy's training observations (augmentation)
     state_frame: str = "world"  # "world": joints and positions as the simulator gives them; "arm": see above
+    state_action: str = "joint"  # "joint": chunks of joint deltas (the policy's contract); "cartesian": see above
     probe_fit_layouts: int = 100  # part 2: layouts 20000.. to fit the probe, 30000.. to test it
     probe_test_layouts: int = 50
     # part 3 (state DAgger): per task, as the learning benchmark's HIL arm sees them
@@ -85,6 +92,10 @@ def _with_cube_noise(objects: dict[str, ObjectPose], rng: np.random.Generator, s
 
 
 STATE_FRAMES = ("world", "arm")
+STATE_ACTIONS = ("joint", "cartesian")
+# The fingers' heading matters modulo this per task, as the oracle grips (a cube is square, the closed
+# fingers that push or press are symmetric front to back).
+YAW_SYMMETRY = {"reach_cube": math.pi / 2, "press_button": math.pi, "push_cube_to_pad": math.pi, "pick_cube": math.pi / 2}
 
 
 def _state(q: np.ndarray, objects: dict[str, ObjectPose], frame: str = "world",
@@ -107,11 +118,45 @@ class StatePolicy:
     def __init__(self, config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle):
         if config.state_frame not in STATE_FRAMES:
             raise ValueError(f"state_frame: expected one of {', '.join(STATE_FRAMES)}, got {config.state_frame!r}")
+        if config.state_action not in STATE_ACTIONS:
+            raise ValueError(f"state_action: expected one of {', '.join(STATE_ACTIONS)}, got {config.state_action!r}")
+        self.point_size = 5 if config.state_action == "cartesian" else 6  # numbers per chunk point
         self.config, self.world, self.oracle = config, world, oracle
         self.steps = int(TASKS[config.task].max_duration_s * world.config.control_rate_hz)
 
     def observe(self, q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
         return _state(q, objects, self.config.state_frame, self.oracle.kin.shoulder[:2])
+
+    def label(self, q: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The training target (flat) for joint targets ``targets`` (H, 6) commanded from joints ``q``."""
+        if self.config.state_action == "joint":
+            return (targets - q[None, :]).reshape(-1)
+        kin, symmetry = self.oracle.kin, YAW_SYMMETRY[self.config.task]
+        grip, heading = kin.forward(q)
+        cos, sin = math.cos(q[0]), math.sin(q[0])
+        points = []
+        for target in targets:
+            position, target_heading = kin.forward(target)
+            dx, dy, dz = position - grip
+            points.append([cos * dx + sin * dy, -sin * dx + cos * dy, dz, _wrap(target_heading - heading, symmetry),
+                           target[5]])
+        return np.asarray(points).reshape(-1)
+
+    def targets(self, q: np.ndarray, output: np.ndarray) -> np.ndarray:
+        """Joint targets (H, 6) from the network's (de-normalised) output, the inverse of :meth:`label`."""
+        points = output.reshape(self.config.horizon, self.point_size)
+        if self.config.state_action == "joint":
+            return q[None, :] + points
+        kin, symmetry = self.oracle.kin, YAW_SYMMETRY[self.config.task]
+        grip, heading = kin.forward(q)
+        cos, sin = math.cos(q[0]), math.sin(q[0])
+        out = np.empty((len(points), 6))
+        for k, (forward, left, up, turn, gripper) in enumerate(points):
+            position = grip + np.array([cos * forward - sin * left, sin * forward + cos * left, up])
+            out[k, :5] = kin.inverse(position, heading + turn, symmetry)
+            out[k, 5] = gripper
+        out[:, 4] = q[4] + np.array([_wrap(r - q[4], symmetry) for r in out[:, 4]])  # the roll nearest the measured one
+        return out
 
     def demonstrations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(states, chunk targets) of the oracle's successful demonstrations, cut at success like train-bc."""
@@ -136,7 +181,7 @@ class StatePolicy:
             for t in range(last + 1):
                 rows = np.minimum(np.arange(t, t + c.horizon), last)
                 states.append(seen[t])
-                targets.append((actions[rows] - qs[t][None, :]).reshape(-1))
+                targets.append(self.label(qs[t], actions[rows]))
         return torch.tensor(np.asarray(states)), torch.tensor(np.asarray(targets, np.float32))
 
     def train(self) -> dict:
@@ -168,7 +213,7 @@ class StatePolicy:
     def chunk(self, q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
         with torch.no_grad():
             out = self.net((torch.from_numpy(self.observe(q, objects)) - self.x_mean) / self.x_std) * self.y_std + self.y_mean
-        return q[None, :] + out.numpy().reshape(self.config.horizon, -1)
+        return self.targets(q, out.numpy())
 
     def success_rate(self, execute_steps: int, noise_m: float = 0.0, frozen: bool = False) -> float:
         c, wins = self.config, 0
@@ -230,10 +275,10 @@ def state_dagger(config: PerceptionConfig, world: TabletopWorld, oracle: Scripte
         for t, (state, q, _, number) in enumerate(taken):
             rows = np.arange(t, t + c.horizon)
             valid = np.array([r < len(taken) and taken[r][3] == number for r in rows])
-            targets = np.stack([taken[min(r, len(taken) - 1)][2] for r in rows]) - q[None, :]
+            label = policy.label(q, np.stack([taken[min(r, len(taken) - 1)][2] for r in rows]))
             data["x"].append(torch.tensor(state[None]))
-            data["y"].append(torch.tensor(targets.reshape(1, -1), dtype=torch.float32))
-            data["mask"].append(torch.tensor(np.repeat(valid, targets.shape[1])[None], dtype=torch.float32))
+            data["y"].append(torch.tensor(label[None], dtype=torch.float32))
+            data["mask"].append(torch.tensor(np.repeat(valid, policy.point_size)[None], dtype=torch.float32))
         human_steps += len(taken)
         if (episode + 1) % c.dagger_update_every == 0:
             policy.fit(*(torch.cat(v) for v in data.values()), c.dagger_update_steps, fresh=False)

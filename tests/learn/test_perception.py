@@ -65,9 +65,40 @@ def test_the_arm_frame_does_not_change_when_the_scene_turns_about_the_base():
     assert np.abs(_state(q, objects) - _state(turned_q, turned)).max() > 0.05
 
 
+@pytest.mark.parametrize("task", ["push_cube_to_pad", "pick_cube"])
+def test_a_cartesian_chunk_reads_the_oracles_joint_targets_and_gives_them_back(world_and_oracle, task):
+    world, oracle = world_and_oracle
+    policy = StatePolicy(PerceptionConfig(task=task, state_frame="arm", state_action="cartesian"), world, oracle)
+    world.reset(3, task)
+    oracle.reset(task)
+    for _ in range(6):  # partway along, so the chunk moves the grip point and turns the fingers
+        world.step(oracle.act(world.joint_positions(), world.object_poses())[0])
+    q = world.joint_positions()
+    joint_targets = oracle.act(q, world.object_poses(), chunk_length=8)
+    label = policy.label(q, joint_targets)
+    assert label.shape == (8 * 5,)
+    assert np.abs(label.reshape(8, 5)[:, :3]).max() > 0.01  # the grip point moves (metres, the arm's frame)
+    np.testing.assert_allclose(policy.targets(q, label), joint_targets, atol=1e-6)
+
+
+def test_a_cartesian_move_is_the_same_whichever_way_the_arm_faces(world_and_oracle):
+    world, oracle = world_and_oracle
+    policy = StatePolicy(PerceptionConfig(state_frame="arm", state_action="cartesian"), world, oracle)
+    world.reset(3, "push_cube_to_pad")
+    q = world.joint_positions()
+    forward = np.tile([0.02, 0.0, 0.0, 0.0, 0.0], 8)  # 2 cm along the arm's heading at every point
+    for pan in (q[0], q[0] + 0.5):
+        turned = np.r_[pan, q[1:]]
+        grip, _ = oracle.kin.forward(turned)
+        moved, _ = oracle.kin.forward(policy.targets(turned, forward)[0])
+        np.testing.assert_allclose(moved - grip, [0.02 * np.cos(pan), 0.02 * np.sin(pan), 0.0], atol=1e-6)
+
+
 def test_an_unknown_state_frame_is_named(world_and_oracle):
     with pytest.raises(ValueError, match="state_frame.*world, arm.*'polar'"):
         StatePolicy(PerceptionConfig(state_frame="polar"), *world_and_oracle)
+    with pytest.raises(ValueError, match="state_action.*joint, cartesian.*'torque'"):
+        StatePolicy(PerceptionConfig(state_action="torque"), *world_and_oracle)
 
 
 def test_the_oracle_pushes_through_millimetres_of_noise_and_not_through_centimetres(world_and_oracle):
@@ -79,11 +110,13 @@ def test_the_oracle_pushes_through_millimetres_of_noise_and_not_through_centimet
 def test_bench_perception_quick_writes_json(tiny_export, tmp_path):
     out = tmp_path / "perception.json"
     proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "perception", "--quick", "--state-dagger",
-                           "--state-frame", "arm", "--policy", str(tiny_export), "--json", str(out)],
+                           "--state-frame", "arm", "--state-action", "cartesian", "--policy", str(tiny_export),
+                           "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
-    assert report["config"]["state_frame"] == "arm"  # parts 1 and 3 ran in the arm's frame
+    # parts 1 and 3 ran in the arm's frame, with Cartesian chunks
+    assert report["config"]["state_frame"] == "arm" and report["config"]["state_action"] == "cartesian"
     rows = report["state_policy"]
     for key in ("execute_4", "execute_1", "execute_4_objects_frozen_at_start", "execute_4_cube_noise_5mm"):
         assert 0.0 <= rows[key] <= 1.0

@@ -52,7 +52,7 @@ def _bench(args) -> int:
         from robot_rl.learn.perception import PerceptionConfig, run_perception_bench
 
         given = {"task": args.task, "train_noise_m": args.train_noise_m, "state_frame": args.state_frame,
-                 "state_action": args.state_action}
+                 "state_action": args.state_action, "seed": args.seed}
         if args.demos:
             given["demos"] = args.demos
         config = PerceptionConfig(**given)
@@ -508,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--state-frame", choices=["world", "arm"], default="world",
                    help="the state policy's inputs as the simulator gives them, or in the arm's own frame (the scene "
                         "rotated with the pan joint: one demonstration stands for every direction)")
+    b.add_argument("--seed", type=int, default=0,
+                   help="seeds the state policy's training and the simulated human (layouts stay the benchmark's)")
     b.add_argument("--state-action", choices=["joint", "cartesian"], default="joint",
                    help="the state policy's chunks as joint deltas (the image policy's contract) or as moves of the "
                         "grip point in the arm's frame, turned into joint targets by inverse kinematics")

@@ -113,7 +113,8 @@ def _state(q: np.ndarray, objects: dict[str, ObjectPose], frame: str = "world",
 
 
 class StatePolicy:
-    """Behaviour cloning on the true state: an MLP from (joints, object positions) to a chunk of joint deltas."""
+    """Behaviour cloning on the true state: an MLP from (joints, object positions) to a chunk of joint deltas,
+    or with ``state_frame``/``state_action`` the same seen from the arm and acting in its Cartesian frame."""
 
     def __init__(self, config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle):
         if config.state_frame not in STATE_FRAMES:

@@ -98,17 +98,21 @@ STATE_ACTIONS = ("joint", "cartesian")
 YAW_SYMMETRY = {"reach_cube": math.pi / 2, "press_button": math.pi, "push_cube_to_pad": math.pi, "pick_cube": math.pi / 2}
 
 
+def _turn(x: float, y: float, angle: float) -> tuple[float, float]:
+    """(x, y) turned by ``angle`` about the vertical: by minus the pan from the world into the arm's frame
+    (x along the arm's heading, y to its left), by the pan back."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    return cos * x - sin * y, sin * x + cos * y
+
+
 def _state(q: np.ndarray, objects: dict[str, ObjectPose], frame: str = "world",
            base_xy: np.ndarray | None = None) -> np.ndarray:
     """The state policy's input: joints and the objects' positions, in the world's frame or the arm's."""
     if frame == "world":
         return np.concatenate([q] + [objects[name].position for name in OBJECT_ORDER]).astype(np.float32)
-    # the arm's frame: x along the arm's heading (the pan joint), y to its left, heights unchanged
-    cos, sin = np.cos(q[0]), np.sin(q[0])
-    parts = [q[1:]]
+    parts = [q[1:]]  # the arm's frame: positions about the shoulder turned with the pan, heights unchanged
     for name in OBJECT_ORDER:
-        dx, dy = objects[name].position[:2] - base_xy
-        parts.append([cos * dx + sin * dy, -sin * dx + cos * dy, objects[name].position[2]])
+        parts.append([*_turn(*(objects[name].position[:2] - base_xy), -q[0]), objects[name].position[2]])
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -134,13 +138,11 @@ class StatePolicy:
             return (targets - q[None, :]).reshape(-1)
         kin, symmetry = self.oracle.kin, YAW_SYMMETRY[self.config.task]
         grip, heading = kin.forward(q)
-        cos, sin = math.cos(q[0]), math.sin(q[0])
         points = []
         for target in targets:
             position, target_heading = kin.forward(target)
             dx, dy, dz = position - grip
-            points.append([cos * dx + sin * dy, -sin * dx + cos * dy, dz, _wrap(target_heading - heading, symmetry),
-                           target[5]])
+            points.append([*_turn(dx, dy, -q[0]), dz, _wrap(target_heading - heading, symmetry), target[5]])
         return np.asarray(points).reshape(-1)
 
     def targets(self, q: np.ndarray, output: np.ndarray) -> np.ndarray:
@@ -150,10 +152,9 @@ class StatePolicy:
             return q[None, :] + points
         kin, symmetry = self.oracle.kin, YAW_SYMMETRY[self.config.task]
         grip, heading = kin.forward(q)
-        cos, sin = math.cos(q[0]), math.sin(q[0])
         out = np.empty((len(points), 6))
         for k, (forward, left, up, turn, gripper) in enumerate(points):
-            position = grip + np.array([cos * forward - sin * left, sin * forward + cos * left, up])
+            position = grip + np.array([*_turn(forward, left, q[0]), up])
             out[k, :5] = kin.inverse(position, heading + turn, symmetry)
             out[k, 5] = gripper
         out[:, 4] = q[4] + np.array([_wrap(r - q[4], symmetry) for r in out[:, 4]])  # the roll nearest the measured one

@@ -209,9 +209,14 @@ def test_robot_rl_record_writes_a_whole_bag_when_interrupted(tmp_path):
         latched.publish(String(data="press the blue button"))
         deadline = time.monotonic() + 30
         sent = 0
-        while time.monotonic() < deadline and node.count_subscribers("/joint_states") == 0:
+        # both subscriptions matched before the first joint state: the latched instruction is delivered on
+        # the match of its own topic, which may come after that of /joint_states
+        while time.monotonic() < deadline and (node.count_subscribers("/joint_states") == 0
+                                                or node.count_subscribers("/instruction") == 0):
             time.sleep(0.05)
         assert node.count_subscribers("/joint_states") == 1, "robot-rl record never subscribed"
+        assert node.count_subscribers("/instruction") == 1, "robot-rl record never subscribed to /instruction"
+        time.sleep(0.2)  # the durable sample crosses after the match
         for sent in range(1, 41):
             joints.publish(joint_state_msg(JOINTS, [sent, 0.0], stamp=time.time()))
             time.sleep(0.01)

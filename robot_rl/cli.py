@@ -185,6 +185,14 @@ def _train_bc(args) -> int:
 
     model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling,
              "encoder": args.encoder, "freeze_pretrained": args.freeze_pretrained}
+    if args.arm_geometry:
+        from robot_rl.policy.arm_frame import load_arm_geometry
+
+        try:
+            model["arm_geometry"] = load_arm_geometry(args.arm_geometry).to_dict()
+        except ValueError as exc:
+            print(f"robot-rl train-bc: {exc}", file=sys.stderr)
+            return 2
     if args.init:  # fine-tuning: the starting policy's model, unless one of these is asked for (and then must agree)
         model = {k: v for k, v in model.items() if v is not None}
     elif args.init_encoders:  # the encoders' settings come from their checkpoint; the rest has train-bc's defaults
@@ -565,7 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--chunk-length", type=int, help="default 8 (with --init: the policy's)")
-    p.add_argument("--action-mode", choices=["absolute", "delta"], help="default absolute (with --init: the policy's)")
+    p.add_argument("--action-mode", choices=["absolute", "delta", "cartesian"],
+                   help="joint targets (absolute), offsets from the joints (delta), or the grip point's moves in the "
+                        "arm's frame (cartesian, policy/arm_frame.py); default absolute (with --init: the policy's)")
+    p.add_argument("--arm-geometry", help="with --action-mode cartesian: YAML file with the arm's shoulder [x, y, z], "
+                                          "upper_arm, forearm and tool (m); default the simulated tabletop arm's")
     p.add_argument("--pooling", choices=["mean", "spatial_softmax"],
                    help="image features: global average, or keypoint positions (spatial softmax); default mean "
                         "(with --init: the policy's)")

@@ -6,8 +6,17 @@
 set -euo pipefail
 VENV=${LEROBOT_VENV:-.venv-lerobot}
 PYTHON=${PYTHON:-python3}
+NEEDED_GB=${LEROBOT_ENV_GB:-9}  # measured: README, Quick start
+if [ ! -f "$VENV/.setup-stamp" ]; then
+  free_kb=$(df -Pk "$(dirname "$(realpath -m "$VENV")")" | awk 'NR == 2 {print $4}')
+  if [ "$free_kb" -lt $((NEEDED_GB * 1024 * 1024)) ]; then
+    echo "warning: $((free_kb / 1024)) MB free for $VENV; lerobot's torch with its CUDA wheels needs about ${NEEDED_GB} GB" \
+         "while it installs: the install may stop with 'No space left on device'" >&2
+  fi
+fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip"
+# no wheel cache: the CUDA wheels would be on disk twice (the cache and the environment)
+PIP="$VENV/bin/python -m pip --no-cache-dir"
 $PIP install -q --disable-pip-version-check -r requirements/lerobot.txt
 $PIP install -q --disable-pip-version-check --no-deps -e .
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import lerobot, torch, rclpy, scservo_sdk, dynamixel_sdk; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot environment ready: lerobot', lerobot.__version__, 'torch', torch.__version__)"

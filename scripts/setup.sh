@@ -19,7 +19,7 @@ if [ -n "$missing" ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip"
+PIP="$VENV/bin/python -m pip --no-cache-dir"  # no wheel cache: the packages would be on disk twice
 # torch first and alone, so nothing later resolves it to a CUDA build.
 $PIP install -q --disable-pip-version-check torch==2.13.0
 $PIP install -q --disable-pip-version-check -r requirements/base.txt -r requirements/pip-ros.txt -r requirements/test.txt -r requirements/hardware.txt -r requirements/data.txt

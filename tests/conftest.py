@@ -52,6 +52,20 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_cartesian_export(tiny_demos, tmp_path_factory, encoder):
+    """The tiny VLA in the cartesian action mode (policy/arm_frame.py): (checkpoint, training metrics, export)."""
+    from robot_rl.inference.export import export_policy
+    from robot_rl.learn.bc import BCConfig, train_bc
+
+    out = tmp_path_factory.mktemp("bc_cartesian")
+    metrics = train_bc(BCConfig(data=str(tiny_demos), out=str(out / "tiny.pt"), steps=60, batch_size=16, lr=2e-3,
+                                shift_pad=2, model={**TINY_MODEL, "action_mode": "cartesian"}),
+                       encoder=encoder, progress=False, log=lambda *_: None)
+    export_policy(str(out / "tiny.pt"), str(out / "policy"), log=lambda *_: None)  # fails above the parity tolerance
+    return out / "tiny.pt", metrics, out / "policy"
+
+
 # A tiny progress critic trained for a few steps on oracle, noisy and random episodes at 32x24 (shared
 # by the reward tests). Seeds 0..5: seeds 0 and 5 are held out (seed % 5 == 0), the rest train; the
 # random walk (seed 0, held out) always fails.

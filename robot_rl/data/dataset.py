@@ -110,15 +110,16 @@ class DemoDataset:
         rows = np.concatenate([e.extras[OBJECTS_ARRAY][: last + 1] for e, last in zip(self.episodes, self.last)])
         return {"mean": rows.mean(0), "std": rows.std(0)}
 
-    def statistics(self, action_mode: str) -> dict[str, np.ndarray]:
-        """Per-joint mean/std of joints and of the network target (absolute or delta) chunks."""
+    def statistics(self, action_target) -> dict[str, np.ndarray]:
+        """Per-joint mean/std of the joints, and per chunk point mean/std of the network's target:
+        ``action_target(chunks (T, H, J), joints (T, J)) -> (T, H, P)`` (``VLAModel.action_target``:
+        absolute targets, offsets from the joints, or arm-frame moves)."""
         joints, targets = [], []
         for e, last in zip(self.episodes, self.last):
             t = np.arange(last + 1)
             steps = np.minimum(t[:, None] + np.arange(self.horizon)[None, :], last)
-            chunk = e.actions[steps]  # (T, H, J)
             joints.append(e.joint_positions[t])
-            targets.append(chunk - e.joint_positions[t][:, None, :] if action_mode == "delta" else chunk)
+            targets.append(np.asarray(action_target(e.actions[steps], e.joint_positions[t])))
         joints, targets = np.concatenate(joints), np.concatenate(targets)
         return {"joint_mean": joints.mean(0), "joint_std": joints.std(0),
                 "action_mean": targets.mean(0), "action_std": targets.std(0)}

@@ -74,8 +74,9 @@ def _io_spec(model) -> tuple[list[dict], list[dict]]:
                 "description": "unit-norm sentence embedding of the instruction (instruction_encoder)"}]
     outputs = [{"name": "actions", "shape": ["batch", h, j], "dtype": "float32",
                 "description": "absolute joint targets; row k is meant for stamp + (k + 1) / control_rate_hz"},
-               {"name": "action_log_std", "shape": ["batch", h, j], "dtype": "float32",
-                "description": "log std of the Gaussian over the normalised action (for PPO)"},
+               {"name": "action_log_std", "shape": ["batch", h, c.action_size], "dtype": "float32",
+                "description": "log std of the Gaussian over the normalised action (for PPO): per joint, or per "
+                               "arm-frame component (forward, left, up, turn, gripper) in cartesian mode"},
                {"name": "value", "shape": ["batch"], "dtype": "float32", "description": "state value estimate"}]
     return inputs, outputs
 

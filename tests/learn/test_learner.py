@@ -335,7 +335,8 @@ def test_an_export_older_than_a_config_field_still_takes_the_learners_weights(ti
     from robot_rl.policy.vla import VLAConfig
     from robot_rl.transport.messages import LATER_FIELDS
 
-    defaults = {f.name: f.default for f in dataclasses.fields(VLAConfig)}
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(VLAConfig)}
     assert LATER_FIELDS == {k: defaults[k] for k in LATER_FIELDS}
     # every field that the shipped default's (older) metadata lacks must be one of them: a field added
     # without it makes every earlier export refuse the learner's weights

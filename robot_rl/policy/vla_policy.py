@@ -12,7 +12,8 @@ the frame and the safety layer holds.
 For reinforcement learning: ``explore`` (default False) samples each chunk from the policy's Gaussian
 (the mean plus ``exp(action_log_std) * action_std`` noise; ``explore_seed`` seeds it) instead of taking
 the mean; the noise is in the units the network predicts in, so for a ``cartesian`` export it moves the
-grip point and the arm's inverse kinematics turns that into joints (``arm_frame.py``; this needs torch), and :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
+grip point and the arm's inverse kinematics turns that into joints (``arm_frame.py``; this needs
+torch). :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
 safetensors state dict of the same architecture): the new backend is built first, then replaces the
 old one in a single assignment, so a control tick never waits for it and never sees half of it.
 ``version_number`` is the learner version in use (0: the export's own weights).
@@ -114,7 +115,10 @@ class VLAPolicy(Policy):
         if self.explore:
             std = np.exp(np.asarray(out["action_log_std"][0], np.float64)) * self.action_std
             noise = std * self.noise.standard_normal(std.shape)
-            actions = actions + noise if self.geometry is None else self._move_in_arm_frame(feed["joint_positions"][0], actions, noise)
+            if self.geometry is None:
+                actions = actions + noise
+            else:
+                actions = self._move_in_arm_frame(feed["joint_positions"][0], actions, noise)
         self.last_value = float(out["value"][0])
         return ActionChunk(observation.stamp, self.period, list(self.joint_names), actions, version=version)
 

@@ -8,8 +8,9 @@ VENV=${LEROBOT_VENV:-.venv-lerobot}
 PYTHON=${PYTHON:-python3}
 NEEDED_GB=${LEROBOT_ENV_GB:-13}  # measured: 8.5 GB installed, about 4.5 GB more while pip unpacks (README, Quick start)
 if [ ! -f "$VENV/.setup-stamp" ]; then
-  free_kb=$(df -Pk "$(dirname "$(realpath -m "$VENV")")" | awk 'NR == 2 {print $4}')
-  if [ "$free_kb" -lt $((NEEDED_GB * 1024 * 1024)) ]; then
+  parent=$(dirname "$(realpath -m "$VENV")"); [ -d "$parent" ] || parent=.
+  free_kb=$(df -Pk "$parent" | awk 'NR == 2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((NEEDED_GB * 1024 * 1024)) ]; then
     echo "warning: $((free_kb / 1024)) MB free for $VENV; lerobot's torch with its CUDA wheels needs about ${NEEDED_GB} GB" \
          "while it installs: the install may stop with 'No space left on device'" >&2
   fi

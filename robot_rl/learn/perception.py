@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_rl.policy.arm_frame import ArmGeometry, to_points, to_targets
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle, _wrap
 from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
@@ -127,6 +128,7 @@ class StatePolicy:
             raise ValueError(f"state_action: expected one of {', '.join(STATE_ACTIONS)}, got {config.state_action!r}")
         self.point_size = 5 if config.state_action == "cartesian" else 6  # numbers per chunk point
         self.config, self.world, self.oracle = config, world, oracle
+        self.geometry = ArmGeometry.from_kinematics(oracle.kin)  # the cartesian action's kinematics (policy/arm_frame.py)
         self.steps = int(TASKS[config.task].max_duration_s * world.config.control_rate_hz)
 
     def observe(self, q: np.ndarray, objects: dict[str, ObjectPose]) -> np.ndarray:
@@ -136,28 +138,17 @@ class StatePolicy:
         """The training target (flat) for joint targets ``targets`` (H, 6) commanded from joints ``q``."""
         if self.config.state_action == "joint":
             return (targets - q[None, :]).reshape(-1)
-        kin, symmetry = self.oracle.kin, YAW_SYMMETRY[self.config.task]
-        grip, heading = kin.forward(q)
-        points = []
-        for target in targets:
-            position, target_heading = kin.forward(target)
-            dx, dy, dz = position - grip
-            points.append([*_turn(dx, dy, -q[0]), dz, _wrap(target_heading - heading, symmetry), target[5]])
-        return np.asarray(points).reshape(-1)
+        points = to_points(self.geometry, torch.from_numpy(q)[None], torch.from_numpy(targets)[None])[0].numpy()
+        points[:, 3] = _wrap(points[:, 3], YAW_SYMMETRY[self.config.task])  # the heading change as the oracle grips
+        return points.reshape(-1)
 
     def targets(self, q: np.ndarray, output: np.ndarray) -> np.ndarray:
         """Joint targets (H, 6) from the network's (de-normalised) output, the inverse of :meth:`label`."""
         points = output.reshape(self.config.horizon, self.point_size)
         if self.config.state_action == "joint":
             return q[None, :] + points
-        kin, symmetry = self.oracle.kin, YAW_SYMMETRY[self.config.task]
-        grip, heading = kin.forward(q)
-        out = np.empty((len(points), 6))
-        for k, (forward, left, up, turn, gripper) in enumerate(points):
-            position = grip + np.array([*_turn(forward, left, q[0]), up])
-            out[k, :5] = kin.inverse(position, heading + turn, symmetry)
-            out[k, 5] = gripper
-        out[:, 4] = q[4] + np.array([_wrap(r - q[4], symmetry) for r in out[:, 4]])  # the roll nearest the measured one
+        out = to_targets(self.geometry, torch.from_numpy(q)[None], torch.from_numpy(points.astype(np.float64))[None])[0].numpy()
+        out[:, 4] = q[4] + _wrap(out[:, 4] - q[4], YAW_SYMMETRY[self.config.task])  # the roll nearest the measured one
         return out
 
     def demonstrations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -185,14 +185,6 @@ def _train_bc(args) -> int:
 
     model = {"chunk_length": args.chunk_length, "action_mode": args.action_mode, "pooling": args.pooling,
              "encoder": args.encoder, "freeze_pretrained": args.freeze_pretrained}
-    if args.arm_geometry:
-        from robot_rl.policy.arm_frame import load_arm_geometry
-
-        try:
-            model["arm_geometry"] = load_arm_geometry(args.arm_geometry).to_dict()
-        except ValueError as exc:
-            print(f"robot-rl train-bc: {exc}", file=sys.stderr)
-            return 2
     if args.init:  # fine-tuning: the starting policy's model, unless one of these is asked for (and then must agree)
         model = {k: v for k, v in model.items() if v is not None}
     elif args.init_encoders:  # the encoders' settings come from their checkpoint; the rest has train-bc's defaults
@@ -204,7 +196,15 @@ def _train_bc(args) -> int:
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                       until_success=not args.whole_episodes, shift_pad=args.shift_pad,
                       objects_coef=args.objects_coef, device=args.device, model=model)
-    return _exit_code("train-bc", lambda: train_bc(config, resume=args.resume))
+
+    def run() -> None:
+        if args.arm_geometry:  # read here, so that a bad file gets the command's error message and exit code
+            from robot_rl.policy.arm_frame import load_arm_geometry
+
+            config.model["arm_geometry"] = load_arm_geometry(args.arm_geometry).to_dict()
+        train_bc(config, resume=args.resume)
+
+    return _exit_code("train-bc", run)
 
 
 def _exit_code(command: str, run) -> int:

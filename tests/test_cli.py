@@ -111,3 +111,12 @@ def test_bench_refit_refuses_a_missing_directory_naming_the_flag(tmp_path):
                "--steps", "100,50", "--json", str(tmp_path / "refit.json"))
     assert proc.returncode == 2 and "expected increasing positive step counts" in proc.stderr
     assert not (tmp_path / "refit.json").exists()
+
+
+def test_train_bc_names_a_bad_arm_geometry_file_and_exits_2(tmp_path):
+    bad = tmp_path / "arm.yaml"
+    bad.write_text("shoulder: [0, 0, 0.1]\nupper_arm: 0.2\n")
+    proc = run("train-bc", "--data", str(tmp_path), "--out", str(tmp_path / "bc.pt"), "--action-mode", "cartesian",
+               "--arm-geometry", str(bad), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"robot-rl train-bc: arm geometry {bad}: arm_geometry: expected fields" in proc.stderr

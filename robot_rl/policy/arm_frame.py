@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-#: numbers per chunk point: forward, left, up, turn, gripper
-POINT_SIZE = 5
+#: what each chunk point holds, in this order
 POINT_FIELDS = ("forward", "left", "up", "turn", "gripper")
+POINT_SIZE = len(POINT_FIELDS)
 ARM_JOINTS = 5  # pan, lift, elbow, flex, roll; then the gripper
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from robot_rl.policy.arm_frame import ARM_JOINTS, POINT_SIZE, ArmGeometry, to_points, to_targets
 from robot_rl.policy.text import EMBEDDING_DIM
 
 
@@ -79,8 +80,6 @@ class VLAConfig:
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got '{self.action_mode}'")
         if self.action_mode == "cartesian":
-            from robot_rl.policy.arm_frame import ARM_JOINTS, ArmGeometry
-
             if not self.arm_geometry:
                 raise ValueError("action_mode 'cartesian' needs arm_geometry (shoulder, upper_arm, forearm, tool)")
             ArmGeometry.from_dict(self.arm_geometry)  # names a bad field
@@ -104,8 +103,6 @@ class VLAConfig:
     def action_size(self) -> int:
         """Numbers per chunk point that the network predicts: one per joint, or the arm frame's five."""
         if self.action_mode == "cartesian":
-            from robot_rl.policy.arm_frame import POINT_SIZE
-
             return POINT_SIZE
         return len(self.joint_names)
 
@@ -234,11 +231,7 @@ class VLAModel(nn.Module):
             raise ValueError("VLAConfig.joint_names is empty: the model must know the joints it commands")
         self.config = config
         j, h, p = len(config.joint_names), config.chunk_length, config.action_size
-        self.geometry = None
-        if config.action_mode == "cartesian":
-            from robot_rl.policy.arm_frame import ArmGeometry
-
-            self.geometry = ArmGeometry.from_dict(config.arm_geometry)
+        self.geometry = ArmGeometry.from_dict(config.arm_geometry) if config.action_mode == "cartesian" else None
         self.encoders = nn.ModuleDict({cam: make_image_encoder(config, pretrained) for cam in config.cameras})
         fused = config.image_features * len(config.cameras) + config.hidden // 4 * 2
         self.joint_proj = nn.Sequential(nn.Linear(j, config.hidden // 4), nn.SiLU())
@@ -299,8 +292,6 @@ class VLAModel(nn.Module):
         if self.config.action_mode == "delta":
             actions = actions + joints.unsqueeze(1)
         elif self.config.action_mode == "cartesian":
-            from robot_rl.policy.arm_frame import to_targets
-
             actions = to_targets(self.geometry, joints, actions)
         return actions
 
@@ -310,8 +301,6 @@ class VLAModel(nn.Module):
         if self.config.action_mode == "delta":
             return actions - joints.unsqueeze(1)
         if self.config.action_mode == "cartesian":
-            from robot_rl.policy.arm_frame import to_points
-
             return to_points(self.geometry, joints, actions)
         return actions
 

@@ -10,6 +10,9 @@ What counts as going wrong is the ``trigger``:
   (``TeleopContext.progress``, simulation only) has not risen by ``stall_gain`` for ``stall_s``
   seconds of policy control, the policy is stuck or going backwards. Corrections then land on the
   tasks the policy fails, not on the noise of the ones it solves.
+- ``drift+stall``: either. The drift trigger alone compares one control step's targets, so a policy
+  that hovers in place, stuck, never differs from the oracle's next step by ``threshold`` and is never
+  corrected (a pusher that lost the cube's line fails with no label); an operator steps in on both.
 
 Either way the human intervenes with probability ``probability``: for ``takeover_s`` seconds the
 oracle commands (absolute joint targets), then control goes back to the policy, which is left alone
@@ -28,12 +31,12 @@ import numpy as np
 from robot_rl.teleop.base import TeleopContext, TeleopDevice, TeleopReading
 
 
-TRIGGERS = ("drift", "stall")
+TRIGGERS = ("drift", "stall", "drift+stall")
 
 
 @dataclass
 class ScriptedHumanConfig:
-    trigger: str = "drift"  # drift | stall (see the module docstring)
+    trigger: str = "drift"  # drift | stall | drift+stall (see the module docstring)
     threshold: float = 0.2  # rad: arm-joint disagreement that counts as drifting (trigger drift)
     patience: int = 3  # consecutive drifting reads before the human reacts (trigger drift)
     stall_s: float = 2.0  # seconds of policy control without stall_gain of progress (trigger stall)
@@ -114,16 +117,24 @@ class ScriptedHuman(TeleopDevice):
 
     def _gone_wrong(self, context: TeleopContext, target: np.ndarray, now: float) -> bool:
         """This read's trigger fired (its state re-arms, whether or not the human then steps in)."""
-        c = self.config
         self.last_drift = float(np.max(np.abs(np.asarray(context.policy_target) - target)[self.arm]))
-        if c.trigger == "drift":
-            self.drifting = self.drifting + 1 if self.last_drift > c.threshold else 0
-            if self.drifting >= c.patience:
-                self.drifting = 0
-                return True
-            return False
+        triggers = self.config.trigger.split("+")
+        # both are evaluated on every read, so each keeps its own count and clock
+        drifted = "drift" in triggers and self._drifted()
+        stalled = "stall" in triggers and self._stalled(context, now)
+        return drifted or stalled
+
+    def _drifted(self) -> bool:
+        self.drifting = self.drifting + 1 if self.last_drift > self.config.threshold else 0
+        if self.drifting >= self.config.patience:
+            self.drifting = 0
+            return True
+        return False
+
+    def _stalled(self, context: TeleopContext, now: float) -> bool:
+        c = self.config
         if context.progress is None:
-            raise ValueError("scripted human: trigger 'stall' needs the task's ground-truth progress "
+            raise ValueError(f"scripted human: trigger {c.trigger!r} needs the task's ground-truth progress "
                              "(TeleopContext.progress: /sim/progress in the ROS graph), and none came")
         progress = float(context.progress)
         if progress >= 1.0:

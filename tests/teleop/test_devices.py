@@ -213,8 +213,42 @@ def test_scripted_human_on_stall_lets_progress_through_and_takes_over_when_it_st
         world.close()
 
 
+def test_scripted_human_on_drift_and_stall_corrects_a_stuck_policy_that_the_drift_trigger_misses():
+    from robot_rl.sim.tabletop import TabletopWorld
+    from robot_rl.sim.tasks import TASKS
+    from robot_rl.sim.world import WorldConfig
+
+    world = TabletopWorld(WorldConfig(cameras=[], image_width=32, image_height=24))
+    try:
+        world.reset(0, "reach_cube")
+
+        def engaged(trigger: str, offset: np.ndarray) -> np.ndarray:
+            human = make_device("scripted", NAMES, {"trigger": trigger, "stall_s": 1.0, "takeover_s": 1.0})
+            ctx = TeleopContext(joint_names=list(world.joint_names), instruction=TASKS["reach_cube"].instruction,
+                                measured=world.joint_positions(), objects=world.object_poses(),
+                                progress=world.task_progress(), new_episode=True)
+            out = []
+            for i in range(20):  # the world is not stepped: whatever the policy proposes, the arm is stuck
+                ctx.now = 0.1 * i
+                ctx.policy_target = human.oracle_target(ctx) + offset
+                out.append(human.read(ctx).engaged)
+                ctx.new_episode = False
+            return np.array(out)
+
+        agrees, shoulder_off = np.zeros(6), np.array([0.5, 0, 0, 0, 0, 0])
+        # proposing the oracle's own step while nothing moves: never a drift, a stall after stall_s
+        assert not engaged("drift", agrees).any()
+        both = engaged("drift+stall", agrees)
+        assert not both[:10].any() and both[10:].all()
+        # and a drift is still a drift: 3 reads of patience
+        drifting = engaged("drift+stall", shoulder_off)
+        assert not drifting[:2].any() and drifting[2:12].all()
+    finally:
+        world.close()
+
+
 def test_scripted_human_on_stall_without_progress_and_unknown_triggers_are_refused():
-    with pytest.raises(ValueError, match=r"trigger 'stuck': expected one of \['drift', 'stall'\]"):
+    with pytest.raises(ValueError, match=r"trigger 'stuck': expected one of \['drift', 'stall', 'drift\+stall'\]"):
         make_device("scripted", NAMES, {"trigger": "stuck"})
     human = make_device("scripted", NAMES, {"trigger": "stall"})
     from robot_rl.sim.tasks import TASKS

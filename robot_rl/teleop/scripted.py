@@ -10,9 +10,10 @@ What counts as going wrong is the ``trigger``:
   (``TeleopContext.progress``, simulation only) has not risen by ``stall_gain`` for ``stall_s``
   seconds of policy control, the policy is stuck or going backwards. Corrections then land on the
   tasks the policy fails, not on the noise of the ones it solves.
-- ``drift+stall``: either. The drift trigger alone compares one control step's targets, so a policy
-  that hovers in place, stuck, never differs from the oracle's next step by ``threshold`` and is never
-  corrected (a pusher that lost the cube's line fails with no label); an operator steps in on both.
+- ``drift+stall``: either, each with its own count and clock, as an operator steps in on both. The
+  drift trigger alone compares one step's joint targets, and a stuck policy can stay within
+  ``threshold`` of them (measured: a pusher hovering beside the cube for 100 steps, never corrected;
+  docs/learning-benchmark.md, item 35).
 
 Either way the human intervenes with probability ``probability``: for ``takeover_s`` seconds the
 oracle commands (absolute joint targets), then control goes back to the policy, which is left alone

@@ -63,6 +63,7 @@ class ScriptedHuman(TeleopDevice):
         from robot_rl.sim.tabletop import JOINT_NAMES
 
         self.config = config
+        self.triggers = frozenset(config.trigger.split("+"))  # drift+stall: both
         self.oracle = ScriptedOracle.for_scene(1.0 / config.control_rate_hz, OracleConfig(chunk_length=1), config.scene or None)
         missing = [n for n in JOINT_NAMES if n not in joint_names]
         if missing:
@@ -119,10 +120,9 @@ class ScriptedHuman(TeleopDevice):
     def _gone_wrong(self, context: TeleopContext, target: np.ndarray, now: float) -> bool:
         """This read's trigger fired (its state re-arms, whether or not the human then steps in)."""
         self.last_drift = float(np.max(np.abs(np.asarray(context.policy_target) - target)[self.arm]))
-        triggers = self.config.trigger.split("+")
         # both are evaluated on every read, so each keeps its own count and clock
-        drifted = "drift" in triggers and self._drifted()
-        stalled = "stall" in triggers and self._stalled(context, now)
+        drifted = "drift" in self.triggers and self._drifted()
+        stalled = "stall" in self.triggers and self._stalled(context, now)
         return drifted or stalled
 
     def _drifted(self) -> bool:

@@ -10,10 +10,18 @@ What counts as going wrong is the ``trigger``:
   (``TeleopContext.progress``, simulation only) has not risen by ``stall_gain`` for ``stall_s``
   seconds of policy control, the policy is stuck or going backwards. Corrections then land on the
   tasks the policy fails, not on the noise of the ones it solves.
-- ``drift+stall``: either, each with its own count and clock, as an operator steps in on both. The
-  drift trigger alone compares one step's joint targets, and a stuck policy can stay within
-  ``threshold`` of them (measured: a pusher hovering beside the cube for 100 steps, never corrected;
-  docs/learning-benchmark.md, item 35).
+- ``path``: what an operator sees, where the gripper is sent: the grip points that the policy's
+  proposal and the oracle's command put the gripper at (the arm's forward kinematics) staying more
+  than ``path_threshold`` metres apart for ``patience`` reads. Unlike ``drift`` it does not fire on
+  the wrist roll, whose command the oracle jumps to its final angle at once while a learned policy
+  turns it the way the arm executes it (measured: nearly every drift take-over of the shipped
+  cartesian start was the roll, in the first steps of the approach; docs/learning-benchmark.md,
+  item 36), and it does fire on a policy that hovers while the oracle would move on. The fingers'
+  heading is not judged.
+- Two triggers joined by ``+`` (``drift+stall``, ``path+stall``): either, each with its own count
+  and clock, as an operator steps in on both. The drift trigger alone compares one step's joint
+  targets, and a stuck policy can stay within ``threshold`` of them (measured: a pusher hovering
+  beside the cube for 100 steps, never corrected; docs/learning-benchmark.md, item 35).
 
 Either way the human intervenes with probability ``probability``: for ``takeover_s`` seconds the
 oracle commands (absolute joint targets), then control goes back to the policy, which is left alone
@@ -32,14 +40,15 @@ import numpy as np
 from robot_rl.teleop.base import TeleopContext, TeleopDevice, TeleopReading
 
 
-TRIGGERS = ("drift", "stall", "drift+stall")
+TRIGGERS = ("drift", "path", "stall", "drift+stall", "path+stall")
 
 
 @dataclass
 class ScriptedHumanConfig:
-    trigger: str = "drift"  # drift | stall | drift+stall (see the module docstring)
+    trigger: str = "drift"  # drift | path | stall | drift+stall | path+stall (see the module docstring)
     threshold: float = 0.2  # rad: arm-joint disagreement that counts as drifting (trigger drift)
-    patience: int = 3  # consecutive drifting reads before the human reacts (trigger drift)
+    path_threshold: float = 0.03  # m: grip points this far apart count as leaving the path (trigger path)
+    patience: int = 3  # consecutive drifting reads before the human reacts (triggers drift and path)
     stall_s: float = 2.0  # seconds of policy control without stall_gain of progress (trigger stall)
     stall_gain: float = 0.05  # task progress (0..1) that counts as getting somewhere (trigger stall)
     probability: float = 1.0  # chance of stepping in when a drift is noticed
@@ -70,6 +79,7 @@ class ScriptedHuman(TeleopDevice):
             raise ValueError(f"teleop device 'scripted' drives the tabletop arm: joints {missing} are not among {joint_names}")
         self.oracle_joints = list(JOINT_NAMES)
         self.to_robot = [self.oracle_joints.index(n) for n in joint_names]  # oracle order -> robot order
+        self.to_oracle = [joint_names.index(n) for n in self.oracle_joints]  # robot order -> oracle order
         self.arm = np.array([n != "gripper" for n in joint_names])
         self.rng = np.random.default_rng(config.seed)
         self.instruction = ""
@@ -78,7 +88,9 @@ class ScriptedHuman(TeleopDevice):
         self.quiet_until = -np.inf
         self.interventions = 0  # this episode
         self.total_interventions = 0
-        self.last_drift = 0.0
+        self.last_drift = 0.0  # rad, the last read's largest arm-joint disagreement
+        self.last_path_error = 0.0  # m, the last read's distance between the commanded grip points
+        self.off_path = 0  # consecutive reads beyond path_threshold
         self.best_progress, self.best_at = -np.inf, -np.inf  # trigger stall: the last real gain, and when
 
     def oracle_target(self, context: TeleopContext) -> np.ndarray | None:
@@ -94,7 +106,7 @@ class ScriptedHuman(TeleopDevice):
     def read(self, context: TeleopContext) -> TeleopReading:
         c, now = self.config, context.now
         if context.new_episode:
-            self.until, self.quiet_until, self.drifting, self.interventions = -np.inf, -np.inf, 0, 0
+            self.until, self.quiet_until, self.drifting, self.off_path, self.interventions = -np.inf, -np.inf, 0, 0, 0
             self.best_progress, self.best_at = -np.inf, -np.inf
         target = self.oracle_target(context)
         if target is None:
@@ -103,7 +115,7 @@ class ScriptedHuman(TeleopDevice):
         if now < self.until:
             return TeleopReading(engaged=True, positions=target)
         if self.until > -np.inf:  # a take-over just ended
-            self.until, self.quiet_until, self.drifting = -np.inf, now + c.cooldown_s, 0
+            self.until, self.quiet_until, self.drifting, self.off_path = -np.inf, now + c.cooldown_s, 0, 0
             self.best_progress, self.best_at = -np.inf, -np.inf  # the policy's own progress counts from here
         events = []
         if context.policy_target is not None and now >= self.quiet_until:
@@ -119,16 +131,28 @@ class ScriptedHuman(TeleopDevice):
 
     def _gone_wrong(self, context: TeleopContext, target: np.ndarray, now: float) -> bool:
         """This read's trigger fired (its state re-arms, whether or not the human then steps in)."""
-        self.last_drift = float(np.max(np.abs(np.asarray(context.policy_target) - target)[self.arm]))
-        # both are evaluated on every read, so each keeps its own count and clock
-        drifted = "drift" in self.triggers and self._drifted()
-        stalled = "stall" in self.triggers and self._stalled(context, now)
-        return drifted or stalled
+        proposal = np.asarray(context.policy_target, dtype=np.float64)
+        self.last_drift = float(np.max(np.abs(proposal - target)[self.arm]))
+        kinematics = self.oracle.kin
+        self.last_path_error = float(np.linalg.norm(kinematics.forward(proposal[self.to_oracle])[0]
+                                                    - kinematics.forward(np.asarray(target)[self.to_oracle])[0]))
+        # every trigger is evaluated on every read, so each keeps its own count and clock
+        fired = [self._drifted() if "drift" in self.triggers else False,
+                 self._off_path() if "path" in self.triggers else False,
+                 self._stalled(context, now) if "stall" in self.triggers else False]
+        return any(fired)
 
     def _drifted(self) -> bool:
         self.drifting = self.drifting + 1 if self.last_drift > self.config.threshold else 0
         if self.drifting >= self.config.patience:
             self.drifting = 0
+            return True
+        return False
+
+    def _off_path(self) -> bool:
+        self.off_path = self.off_path + 1 if self.last_path_error > self.config.path_threshold else 0
+        if self.off_path >= self.config.patience:
+            self.off_path = 0
             return True
         return False
 

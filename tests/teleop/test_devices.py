@@ -247,8 +247,60 @@ def test_scripted_human_on_drift_and_stall_corrects_a_stuck_policy_that_the_drif
         world.close()
 
 
+def test_scripted_human_on_path_judges_where_the_gripper_is_sent_not_the_wrist_roll():
+    from robot_rl.sim.tabletop import TabletopWorld
+    from robot_rl.sim.tasks import TASKS
+    from robot_rl.sim.world import WorldConfig
+
+    world = TabletopWorld(WorldConfig(cameras=[], image_width=32, image_height=24))
+    try:
+        world.reset(0, "reach_cube")
+
+        def read(trigger: str, proposal) -> tuple[np.ndarray, list[float]]:
+            human = make_device("scripted", NAMES, {"trigger": trigger, "takeover_s": 1.0})
+            ctx = TeleopContext(joint_names=list(world.joint_names), instruction=TASKS["reach_cube"].instruction,
+                                measured=world.joint_positions(), objects=world.object_poses(),
+                                progress=world.task_progress(), new_episode=True)
+            out, errors = [], []
+            for i in range(8):  # the world is not stepped: each read judges the same state
+                ctx.now = 0.1 * i
+                ctx.policy_target = proposal(human.oracle_target(ctx))
+                out.append(human.read(ctx).engaged)
+                errors.append(human.last_path_error)
+                ctx.new_episode = False
+            return np.array(out), errors
+
+        roll_off = lambda oracle: oracle + np.array([0, 0, 0, 0, 1.0, 0])  # turning the wrist slower than the oracle commands
+        def holds_still(oracle):  # the gripper kept where it is (the wrist turned as the oracle turns it)
+            return np.concatenate([world.joint_positions()[:4], oracle[4:]])
+
+        # a wrist roll 1 rad behind: a drift after 3 reads, but the gripper is sent where the oracle sends it
+        assert engaged_from(read("drift", roll_off)) == 2
+        engaged, errors = read("path", roll_off)
+        assert not engaged.any() and max(errors) < 1e-6
+        # holding still while the oracle moves the gripper 3.5 cm a step: within 0.2 rad of its joint
+        # targets, 3.5 cm off its path
+        assert engaged_from(read("drift", holds_still)) is None
+        engaged, errors = read("path", holds_still)
+        assert 0.03 < errors[0] < 0.04 and engaged_from((engaged, errors)) == 2
+        # joined with the stall trigger, either fires
+        assert engaged_from(read("path+stall", holds_still)) == 2
+    finally:
+        world.close()
+
+
+def engaged_from(result: tuple[np.ndarray, list[float]]) -> int | None:
+    """Index of the first engaged read, and check that the human then stays engaged to the end."""
+    engaged = result[0]
+    if not engaged.any():
+        return None
+    first = int(np.argmax(engaged))
+    assert engaged[first:].all()
+    return first
+
+
 def test_scripted_human_on_stall_without_progress_and_unknown_triggers_are_refused():
-    with pytest.raises(ValueError, match=r"trigger 'stuck': expected one of \['drift', 'stall', 'drift\+stall'\]"):
+    with pytest.raises(ValueError, match=r"trigger 'stuck': expected one of \['drift', 'path', 'stall', 'drift\+stall', 'path\+stall'\]"):
         make_device("scripted", NAMES, {"trigger": "stuck"})
     human = make_device("scripted", NAMES, {"trigger": "stall"})
     from robot_rl.sim.tasks import TASKS

@@ -83,14 +83,13 @@ class ScriptedHuman(TeleopDevice):
         self.arm = np.array([n != "gripper" for n in joint_names])
         self.rng = np.random.default_rng(config.seed)
         self.instruction = ""
-        self.drifting = 0
         self.until = -np.inf  # engaged until
         self.quiet_until = -np.inf
         self.interventions = 0  # this episode
         self.total_interventions = 0
         self.last_drift = 0.0  # rad, the last read's largest arm-joint disagreement
         self.last_path_error = 0.0  # m, the last read's distance between the commanded grip points
-        self.off_path = 0  # consecutive reads beyond path_threshold
+        self.reads_over = {"drift": 0, "path": 0}  # consecutive reads beyond each trigger's threshold
         self.best_progress, self.best_at = -np.inf, -np.inf  # trigger stall: the last real gain, and when
 
     def oracle_target(self, context: TeleopContext) -> np.ndarray | None:
@@ -106,7 +105,8 @@ class ScriptedHuman(TeleopDevice):
     def read(self, context: TeleopContext) -> TeleopReading:
         c, now = self.config, context.now
         if context.new_episode:
-            self.until, self.quiet_until, self.drifting, self.off_path, self.interventions = -np.inf, -np.inf, 0, 0, 0
+            self.until, self.quiet_until, self.interventions = -np.inf, -np.inf, 0
+            self.reads_over = dict.fromkeys(self.reads_over, 0)
             self.best_progress, self.best_at = -np.inf, -np.inf
         target = self.oracle_target(context)
         if target is None:
@@ -115,7 +115,8 @@ class ScriptedHuman(TeleopDevice):
         if now < self.until:
             return TeleopReading(engaged=True, positions=target)
         if self.until > -np.inf:  # a take-over just ended
-            self.until, self.quiet_until, self.drifting, self.off_path = -np.inf, now + c.cooldown_s, 0, 0
+            self.until, self.quiet_until = -np.inf, now + c.cooldown_s
+            self.reads_over = dict.fromkeys(self.reads_over, 0)
             self.best_progress, self.best_at = -np.inf, -np.inf  # the policy's own progress counts from here
         events = []
         if context.policy_target is not None and now >= self.quiet_until:
@@ -137,24 +138,17 @@ class ScriptedHuman(TeleopDevice):
         self.last_path_error = float(np.linalg.norm(kinematics.forward(proposal[self.to_oracle])[0]
                                                     - kinematics.forward(np.asarray(target)[self.to_oracle])[0]))
         # every trigger is evaluated on every read, so each keeps its own count and clock
-        fired = [self._drifted() if "drift" in self.triggers else False,
-                 self._off_path() if "path" in self.triggers else False,
+        fired = [self._persists("drift", self.last_drift > self.config.threshold) if "drift" in self.triggers else False,
+                 self._persists("path", self.last_path_error > self.config.path_threshold) if "path" in self.triggers else False,
                  self._stalled(context, now) if "stall" in self.triggers else False]
         return any(fired)
 
-    def _drifted(self) -> bool:
-        self.drifting = self.drifting + 1 if self.last_drift > self.config.threshold else 0
-        if self.drifting >= self.config.patience:
-            self.drifting = 0
-            return True
-        return False
-
-    def _off_path(self) -> bool:
-        self.off_path = self.off_path + 1 if self.last_path_error > self.config.path_threshold else 0
-        if self.off_path >= self.config.patience:
-            self.off_path = 0
-            return True
-        return False
+    def _persists(self, trigger: str, over: bool) -> bool:
+        """Counts the reads in a row beyond ``trigger``'s threshold; fires, and starts over, at ``patience``."""
+        count = self.reads_over[trigger] + 1 if over else 0
+        fired = count >= self.config.patience
+        self.reads_over[trigger] = 0 if fired else count
+        return fired
 
     def _stalled(self, context: TeleopContext, now: float) -> bool:
         c = self.config

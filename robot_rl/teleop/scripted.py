@@ -4,8 +4,8 @@ What counts as going wrong is the ``trigger``:
 
 - ``drift`` (default): each read compares the policy's proposal for now with what the oracle
   (privileged object poses, simulation only) would command; the largest arm-joint difference staying
-  above ``threshold`` rad for ``patience`` reads is a drift. Exploration noise alone causes such drifts
-  on tasks the policy does well, so this human also corrects successes in the making.
+  above ``threshold`` rad for ``patience`` reads is a drift. It fires on tasks the policy does well
+  too, mostly on the wrist roll (see ``path``), so this human also corrects successes in the making.
 - ``stall``: the human watches the task, as an operator does: when its ground-truth progress
   (``TeleopContext.progress``, simulation only) has not risen by ``stall_gain`` for ``stall_s``
   seconds of policy control, the policy is stuck or going backwards. Corrections then land on the

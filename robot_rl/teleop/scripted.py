@@ -137,10 +137,11 @@ class ScriptedHuman(TeleopDevice):
         kinematics = self.oracle.kin
         self.last_path_error = float(np.linalg.norm(kinematics.forward(proposal[self.to_oracle])[0]
                                                     - kinematics.forward(np.asarray(target)[self.to_oracle])[0]))
+        over = {"drift": self.last_drift > self.config.threshold, "path": self.last_path_error > self.config.path_threshold}
         # every trigger is evaluated on every read, so each keeps its own count and clock
-        fired = [self._persists("drift", self.last_drift > self.config.threshold) if "drift" in self.triggers else False,
-                 self._persists("path", self.last_path_error > self.config.path_threshold) if "path" in self.triggers else False,
-                 self._stalled(context, now) if "stall" in self.triggers else False]
+        fired = [self._persists(trigger, over[trigger]) for trigger in self.triggers & over.keys()]
+        if "stall" in self.triggers:
+            fired.append(self._stalled(context, now))
         return any(fired)
 
     def _persists(self, trigger: str, over: bool) -> bool:

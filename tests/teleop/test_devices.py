@@ -275,23 +275,22 @@ def test_scripted_human_on_path_judges_where_the_gripper_is_sent_not_the_wrist_r
             return np.concatenate([world.joint_positions()[:4], oracle[4:]])
 
         # a wrist roll 1 rad behind: a drift after 3 reads, but the gripper is sent where the oracle sends it
-        assert engaged_from(read("drift", roll_off)) == 2
+        assert engaged_from(read("drift", roll_off)[0]) == 2
         engaged, errors = read("path", roll_off)
         assert not engaged.any() and max(errors) < 1e-6
         # holding still while the oracle moves the gripper 3.5 cm a step: within 0.2 rad of its joint
         # targets, 3.5 cm off its path
-        assert engaged_from(read("drift", holds_still)) is None
+        assert engaged_from(read("drift", holds_still)[0]) is None
         engaged, errors = read("path", holds_still)
-        assert 0.03 < errors[0] < 0.04 and engaged_from((engaged, errors)) == 2
+        assert 0.03 < errors[0] < 0.04 and engaged_from(engaged) == 2
         # joined with the stall trigger, either fires
-        assert engaged_from(read("path+stall", holds_still)) == 2
+        assert engaged_from(read("path+stall", holds_still)[0]) == 2
     finally:
         world.close()
 
 
-def engaged_from(result: tuple[np.ndarray, list[float]]) -> int | None:
+def engaged_from(engaged: np.ndarray) -> int | None:
     """Index of the first engaged read, and check that the human then stays engaged to the end."""
-    engaged = result[0]
     if not engaged.any():
         return None
     first = int(np.argmax(engaged))

@@ -65,7 +65,8 @@ def _bench(args) -> int:
             config.dagger_tasks = list(args.dagger_task)
         if args.dagger_episodes:
             config.dagger_episodes = args.dagger_episodes
-        run_perception_bench(config, args.policy or [], args.json, dagger=args.state_dagger)
+        run_perception_bench(config, args.policy or [], args.json, dagger=args.state_dagger,
+                             estimates_from=args.estimates_from)
         return 0
     if args.bench == "refit":
         return _bench_refit(args)
@@ -526,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(how far the human's labels go when perception is perfect; ~6 min)")
     b.add_argument("--dagger-task", action="append", help="with --state-dagger: only this task (repeat; default all four)")
     b.add_argument("--dagger-episodes", type=int, help="with --state-dagger: training episodes per task (default 50)")
+    b.add_argument("--estimates-from", metavar="CKPT",
+                   help="part 4: a train-bc checkpoint trained with --objects-coef; the state policy is evaluated "
+                        "again on where its auxiliary head places the objects from the rendered frames")
     b.add_argument("--quick", action="store_true", help="a smoke run in seconds; claims nothing")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("learner", help="one learner update (the HIL arm's settings) per device on the same batch: "

@@ -27,6 +27,14 @@ item 24, asked them of push):
    when perception is perfect, not a strict bound: the benchmark's HIL arm also returns to saved failure
    states and trains one multi-task network, which this simpler protocol does not.
 
+4. **The state policy on the image policy's own estimates** (``--estimates-from CKPT``). A ``train-bc``
+   checkpoint trained with the auxiliary object loss (``--objects-coef``) carries a linear head from its
+   image features to the objects' positions. Part 1's state policy is evaluated again with that head's
+   estimates, from the frames the cameras render at every query, in place of the simulator's positions:
+   the cube's alone, then every object's. Its success says whether the features' precision *in closed
+   loop* (the head's error is logged at every query, on the states the policy itself visits) is enough
+   for the task; a policy that reads its inputs the way the state policy does can do no better with them.
+
 ``state_frame: arm`` (``--state-frame arm``) gives parts 1 and 3 the objects in the arm's own frame (about
 the shoulder's vertical axis, rotated by the pan joint) and the joints without the pan: rotating the whole
 scene about the base then changes nothing the policy sees or does (the labels are joint deltas), so one
@@ -208,7 +216,10 @@ class StatePolicy:
             out = self.net((torch.from_numpy(self.observe(q, objects)) - self.x_mean) / self.x_std) * self.y_std + self.y_mean
         return self.targets(q, out.numpy())
 
-    def success_rate(self, execute_steps: int, noise_m: float = 0.0, frozen: bool = False) -> float:
+    def success_rate(self, execute_steps: int, noise_m: float = 0.0, frozen: bool = False,
+                     estimates: "ObjectEstimates | None" = None, estimated: tuple[str, ...] = ()) -> float:
+        """Success on the held-out layouts; ``estimates`` replaces the ``estimated`` objects' true positions
+        by what the image policy's head makes of the rendered frames (part 4)."""
         c, wins = self.config, 0
         rng = np.random.default_rng(c.seed)
         for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + c.layouts):
@@ -219,6 +230,8 @@ class StatePolicy:
                 q = self.world.joint_positions()
                 if chunk is None or k >= execute_steps:
                     seen = first if frozen else self.world.object_poses()
+                    if estimates is not None:
+                        seen = estimates.replace(self.world, seen, estimated)
                     chunk, k = self.chunk(q, _with_cube_noise(seen, rng, noise_m)), 0
                 self.world.step(chunk[k])
                 k += 1
@@ -226,6 +239,53 @@ class StatePolicy:
                     wins += 1
                     break
         return wins / c.layouts
+
+
+class ObjectEstimates:
+    """Part 4: where a ``train-bc`` checkpoint's auxiliary head (``--objects-coef``) places the objects, from
+    the policy's image features of the frames the world renders now; keeps every query's error."""
+
+    def __init__(self, checkpoint: str):
+        from robot_rl.learn.bc import ObjectPositionHead, load_checkpoint
+        from robot_rl.policy.vla import VLAConfig, VLAModel
+
+        payload = load_checkpoint(checkpoint)
+        if "object_head" not in payload:
+            raise ValueError(f"{checkpoint}: no auxiliary object head to estimate positions with; "
+                             "expected a train-bc checkpoint trained with --objects-coef")
+        self.model = VLAModel(VLAConfig.from_dict(payload["model_config"]))
+        self.model.load_state_dict(payload["model"])
+        self.model.eval()
+        weights = payload["object_head"]
+        self.head = ObjectPositionHead(weights["linear.weight"].shape[1], weights["mean"].numpy(), weights["std"].numpy())
+        self.head.load_state_dict(weights)
+        self.checkpoint, self.errors_mm = checkpoint, {name: [] for name in OBJECT_ORDER}
+
+    def world_config(self) -> WorldConfig:
+        c = self.model.config
+        return WorldConfig(control_rate_hz=c.control_rate_hz, cameras=list(c.cameras),
+                           image_width=c.image_width, image_height=c.image_height)
+
+    def replace(self, world: TabletopWorld, objects: dict[str, ObjectPose], names: tuple[str, ...]) -> dict[str, ObjectPose]:
+        with torch.no_grad():
+            seen = self.model.image_features({c: torch.from_numpy(world.render(c))[None] for c in self.model.config.cameras})
+            positions = (self.head.linear(seen) * self.head.std + self.head.mean).view(-1, 3).numpy().astype(np.float64)
+        out = dict(objects)
+        # the world's positions come first, in the order collect records them (then, with train-bc
+        # --objects-in-cameras, each camera's view of them, which this part does not use)
+        for name, position in zip(OBJECT_ORDER, positions):
+            self.errors_mm[name].append(float(np.linalg.norm(position[:2] - objects[name].position[:2])) * 1e3)
+            if name in names:
+                out[name] = ObjectPose(position, objects[name].quaternion)
+        return out
+
+    def measured(self, policy: StatePolicy, execute_steps: int, names: tuple[str, ...]) -> dict:
+        """Success with ``names`` estimated, and the head's horizontal error on the cube at those queries."""
+        self.errors_mm = {name: [] for name in OBJECT_ORDER}
+        success = policy.success_rate(execute_steps, estimates=self, estimated=names)
+        cube = np.asarray(self.errors_mm["cube"])
+        return {"success": success, "queries": len(cube), "cube_error_mm": {
+            "median": round(float(np.median(cube)), 1), "p90": round(float(np.percentile(cube, 90)), 1)}}
 
 
 def state_dagger(config: PerceptionConfig, world: TabletopWorld, oracle: ScriptedOracle, task: str, echo=print) -> dict:
@@ -346,13 +406,15 @@ def probe_image_features(policy_dir: str, config: PerceptionConfig) -> dict:
 
 
 def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_path: str, echo=print,
-                         dagger: bool = False) -> dict:
+                         dagger: bool = False, estimates_from: str | None = None) -> dict:
     for task in [config.task] + (config.dagger_tasks if dagger else []):
         get_task(task)  # an unknown task names the known ones
     torch.set_num_threads(1)
     started = time.time()
     report: dict = {"benchmark": "perception", "config": asdict(config)}
-    world = TabletopWorld(WorldConfig(control_rate_hz=10.0, cameras=[]))
+    estimates = ObjectEstimates(estimates_from) if estimates_from else None  # a bad checkpoint fails before any work
+    # part 4 renders the image policy's cameras; parts 1 and 3 never render, whatever the world has
+    world = TabletopWorld(estimates.world_config() if estimates else WorldConfig(control_rate_hz=10.0, cameras=[]))
     oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
     try:
         policy = StatePolicy(config, world, oracle)
@@ -365,6 +427,11 @@ def run_perception_bench(config: PerceptionConfig, policy_dirs: list[str], json_
             rows[f"execute_{config.execute_steps}_cube_noise_{std * 1e3:g}mm"] = policy.success_rate(config.execute_steps, std)
             report.setdefault("oracle", {})[f"cube_noise_{std * 1e3:g}mm"] = oracle_success_rate(config, world, oracle, std)
         echo(f"state policy: {json.dumps(rows)}; oracle: {json.dumps(report.get('oracle', {}))}")
+        if estimates is not None:
+            part = report["estimated_objects"] = {"checkpoint": estimates_from}
+            for label, names in (("cube", ("cube",)), ("all objects", tuple(OBJECT_ORDER))):
+                part[label] = estimates.measured(policy, config.execute_steps, names)
+            echo(f"state policy on {estimates_from}'s estimates: {json.dumps(part)}")
         if dagger:
             report["state_dagger"] = {task: state_dagger(config, world, oracle, task, echo) for task in config.dagger_tasks}
             runs = list(report["state_dagger"].values())

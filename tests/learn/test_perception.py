@@ -136,3 +136,53 @@ def test_bench_perception_names_an_unknown_task(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "perception", "--quick", "--task", "juggle",
                            "--json", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "juggle" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def aux_checkpoint(tiny_demos, tmp_path_factory, encoder):
+    """The tiny VLA trained a few steps with train-bc's auxiliary object head (--objects-coef)."""
+    from robot_rl.learn.bc import BCConfig, train_bc
+    from tests.conftest import TINY_MODEL
+
+    out = tmp_path_factory.mktemp("aux") / "aux.pt"
+    train_bc(BCConfig(data=str(tiny_demos), out=str(out), steps=5, batch_size=8, objects_coef=1.0, model=dict(TINY_MODEL)),
+             encoder=encoder, progress=False, log=lambda *_: None)
+    return out
+
+
+def test_estimates_replace_only_the_named_objects_and_log_the_heads_error(aux_checkpoint):
+    from robot_rl.learn.perception import ObjectEstimates
+
+    estimates = ObjectEstimates(str(aux_checkpoint))
+    world = TabletopWorld(estimates.world_config())
+    try:
+        world.reset(10000, "push_cube_to_pad")
+        truth = world.object_poses()
+        seen = estimates.replace(world, truth, ("cube",))
+    finally:
+        world.close()
+    assert seen["pad"] is truth["pad"] and seen["button"] is truth["button"]
+    assert not np.allclose(seen["cube"].position, truth["cube"].position)  # a 5-step head is not the simulator
+    moved_mm = np.linalg.norm(seen["cube"].position[:2] - truth["cube"].position[:2]) * 1e3
+    assert estimates.errors_mm["cube"] == [pytest.approx(moved_mm)]
+    assert all(len(errors) == 1 for errors in estimates.errors_mm.values())  # every object's error, estimated or not
+
+
+def test_estimates_name_a_checkpoint_without_an_object_head(tiny_checkpoint):
+    from robot_rl.learn.perception import ObjectEstimates
+
+    with pytest.raises(ValueError, match="no auxiliary object head.*--objects-coef"):
+        ObjectEstimates(str(tiny_checkpoint[0]))
+
+
+def test_bench_perception_quick_evaluates_the_state_policy_on_a_heads_estimates(aux_checkpoint, tmp_path):
+    out = tmp_path / "perception.json"
+    proc = subprocess.run([sys.executable, "-m", "robot_rl.cli", "bench", "perception", "--quick",
+                           "--estimates-from", str(aux_checkpoint), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    part = json.loads(out.read_text())["estimated_objects"]
+    assert part["checkpoint"] == str(aux_checkpoint)
+    for label in ("cube", "all objects"):
+        assert 0.0 <= part[label]["success"] <= 1.0 and part[label]["queries"] > 0
+        assert 0 < part[label]["cube_error_mm"]["median"] <= part[label]["cube_error_mm"]["p90"]

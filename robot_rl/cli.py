@@ -196,7 +196,8 @@ def _train_bc(args) -> int:
                       init_encoders=args.init_encoders,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                       until_success=not args.whole_episodes, shift_pad=args.shift_pad,
-                      objects_coef=args.objects_coef, device=args.device, model=model)
+                      objects_coef=args.objects_coef, objects_in_cameras=args.objects_in_cameras, device=args.device,
+                      model=model)
 
     def run() -> None:
         if args.arm_geometry:  # read here, so that a bad file gets the command's error message and exit code
@@ -601,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects-coef", type=float, default=0.0,
                    help="weight of the auxiliary loss predicting the objects' positions from the image features "
                         "(needs episodes with object_positions: simulated ones from collect; 0: off)")
+    p.add_argument("--objects-in-cameras", action="store_true",
+                   help="with --objects-coef: the head also predicts the objects' positions in each camera's frame "
+                        "(for the wrist camera, relative to the gripper; needs episodes with "
+                        "object_positions_in_<camera>, which collect records)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.set_defaults(func=_train_bc)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rl.data.dataset import CAMERA_OBJECTS_PREFIX, OBJECTS_ARRAY
 from robot_rl.data.episodes import EpisodeMeta, EpisodeWriter, new_episode_id
 from robot_rl.sim.behaviours import NoisyOracle, RandomWalk
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
@@ -80,6 +81,14 @@ def object_positions(world: TabletopWorld) -> np.ndarray:
     return np.concatenate([poses[name].position for name in OBJECT_ORDER]).astype(np.float32)
 
 
+def object_positions_in_camera(world: TabletopWorld, camera: str) -> np.ndarray:
+    """(3 x objects,) the same positions in ``camera``'s own frame (x right, y up, z toward the viewer): for a
+    camera on the wrist, where the objects are relative to the gripper, which is what it sees."""
+    position, rotation = world.camera_pose(camera)
+    poses = world.object_poses()
+    return np.concatenate([rotation.T @ (poses[name].position - position) for name in OBJECT_ORDER]).astype(np.float32)
+
+
 def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectConfig):
     world.reset(seed, task)
     if isinstance(actor, ScriptedOracle):
@@ -98,8 +107,9 @@ def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectC
         q = world.joint_positions()
         images = {c: world.render(c) for c in config.cameras}
         action = actor.act(q, world.object_poses())[0]
-        writer.add(images, q, action, world.time, extras={"progress": world.task_progress(),
-                                                         "object_positions": object_positions(world)})
+        extras = {"progress": world.task_progress(), OBJECTS_ARRAY: object_positions(world)}
+        extras.update({f"{CAMERA_OBJECTS_PREFIX}{c}": object_positions_in_camera(world, c) for c in config.cameras})
+        writer.add(images, q, action, world.time, extras=extras)
         world.step(action)
         if settle is None and world.success():
             settle = config.settle_steps

@@ -24,6 +24,8 @@ import numpy as np
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
 
 OBJECTS_ARRAY = "object_positions"  # optional per-step array: ground-truth object positions (sim)
+# optional per-step arrays, one per camera: the same positions in that camera's frame (sim)
+CAMERA_OBJECTS_PREFIX = "object_positions_in_"
 
 
 @dataclass
@@ -34,14 +36,15 @@ class ChunkBatch:
     actions: np.ndarray  # (B, horizon, J) float32 absolute targets
     returns: np.ndarray  # (B,) float32 discounted success return from step t
     # (B, 3 x objects) float32 ground-truth object positions at step t, when every episode of the
-    # dataset records them (``object_positions``: simulated demonstrations); None otherwise
+    # dataset records them (``object_positions``: simulated demonstrations), followed with
+    # ``objects_in_cameras`` by the same in each camera's frame (B, 3 x objects x (1 + cameras)); else None
     objects: np.ndarray | None = None
 
 
 class DemoDataset:
     def __init__(self, dataset_dir: str | Path | list, horizon: int, cameras: list[str] | None = None,
                  only_success: bool = True, gamma: float = 0.99, max_episodes: int | None = None,
-                 until_success: bool = True):
+                 until_success: bool = True, objects_in_cameras: bool = False):
         # several directories are one dataset (the original demonstrations and newer ones, say)
         self.dirs = [str(d) for d in (dataset_dir if isinstance(dataset_dir, (list, tuple)) else [dataset_dir])]
         dataset_dir = ", ".join(self.dirs)  # for the messages below
@@ -74,8 +77,11 @@ class DemoDataset:
         self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(self.last[i] + 1)], dtype=np.int64)
         self.control_rate_hz = float(first.control_rate_hz)
         # train-bc's auxiliary loss needs the objects' positions at every sample, so only a dataset
-        # whose episodes all carry them (simulation) offers them
-        self.has_objects = all(OBJECTS_ARRAY in e.extras for e in episodes)
+        # whose episodes all carry them (simulation) offers them; with ``objects_in_cameras`` also as each
+        # camera sees them (a wrist camera's view is relative to the gripper: no fixed map from the world's)
+        self.object_arrays = [OBJECTS_ARRAY] + ([f"{CAMERA_OBJECTS_PREFIX}{c}" for c in self.cameras]
+                                                if objects_in_cameras else [])
+        self.has_objects = all(name in e.extras for e in episodes for name in self.object_arrays)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -89,7 +95,7 @@ class DemoDataset:
         for i, t in self.index[rows]:
             e = self.episodes[i]
             if self.has_objects:
-                objects.append(e.extras[OBJECTS_ARRAY][t])
+                objects.append(np.concatenate([e.extras[name][t] for name in self.object_arrays]))
             for c in self.cameras:
                 images[c].append(e.images[c][t])
             joints.append(e.joint_positions[t])
@@ -105,9 +111,11 @@ class DemoDataset:
     def object_statistics(self) -> dict[str, np.ndarray]:
         """Mean/std of the object positions over the samples (the auxiliary loss's units)."""
         if not self.has_objects:
-            raise ValueError(f"{', '.join(self.dirs)}: not every episode records '{OBJECTS_ARRAY}' "
+            missing = sorted({name for e in self.episodes for name in self.object_arrays if name not in e.extras})
+            raise ValueError(f"{', '.join(self.dirs)}: not every episode records {', '.join(repr(n) for n in missing)} "
                              "(simulated demonstrations from `robot-rl collect` do)")
-        rows = np.concatenate([e.extras[OBJECTS_ARRAY][: last + 1] for e, last in zip(self.episodes, self.last)])
+        rows = np.concatenate([np.concatenate([e.extras[name][: last + 1] for name in self.object_arrays], axis=1)
+                               for e, last in zip(self.episodes, self.last)])
         return {"mean": rows.mean(0), "std": rows.std(0)}
 
     def statistics(self, action_target) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ One directory per episode under a dataset directory::
                       optional per-step arrays, T rows each, e.g.
                         progress          float32 (T,) ground-truth task progress (simulation only)
                         object_positions  float32 (T, 3 x objects) ground-truth positions (simulation only)
+                        object_positions_in_<camera>  the same in each camera's frame (simulation only)
 
 An episode is written to ``<episode_id>.partial/`` and renamed into place only when complete, so a
 reader never sees half an episode and a crash leaves the partial directory for inspection.

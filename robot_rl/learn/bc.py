@@ -12,6 +12,10 @@ joins the loss. The action loss teaches the encoder where the cube is only as we
 chunks need on average; pushing it onto the pad needs the cube's position to a few millimetres
 (``docs/learning-benchmark.md`` item 24), and a 128x96 front camera sees the cube 5 pixels wide. The
 head is training-only: it is kept in the checkpoint (for ``--resume``) and never exported.
+``objects_in_cameras`` adds each camera's view of the objects to its targets (their positions in that
+camera's frame, ``object_positions_in_<camera>``): a linear head from the wrist camera's features cannot
+give world positions (the camera moves with the arm), but it can give the cube relative to the gripper,
+which the wrist camera sees at about a millimetre per pixel when the fingers are near it (item 37).
 
 A new policy may start its camera encoders from ``robot-rl pretrain-encoder`` (``init_encoders``,
 ``learn/pretrain.py``): encoders that already locate the objects on many layouts, the rest from scratch.
@@ -52,6 +56,9 @@ class BCConfig:
     weight_decay: float = 1e-4
     value_coef: float = 0.1
     objects_coef: float = 0.0  # auxiliary loss: the objects' positions from the image features (0: off)
+    # the auxiliary head also predicts where each camera sees the objects (their positions in its frame):
+    # for a wrist camera, relative to the gripper, at about a millimetre per pixel near contact
+    objects_in_cameras: bool = False
     shift_pad: int = 4  # random-shift augmentation in pixels (0: off)
     eval_fraction: float = 0.05  # held-out samples for the loss we report
     until_success: bool = True  # cut demonstrations at success_step (DemoDataset: the settle tail is the critic's)
@@ -230,6 +237,8 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device, what="train-bc --device")
+    if config.objects_in_cameras and config.objects_coef <= 0:
+        raise ValueError("--objects-in-cameras is a target of the auxiliary object loss: give --objects-coef W > 0 too")
     model_fields = dict(config.model)
     # a resumed fine-tuning reads the starting policy too: its model config is the checkpoint's
     start = initial_model(config.init, model_fields) if config.init else None
@@ -246,7 +255,8 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         model_fields = {**pretrained_encoders["encoder_config"],
                         **{k: v for k, v in model_fields.items() if v is not None}}
     data = DemoDataset(config.data, horizon=int(model_fields.get("chunk_length", VLAConfig.chunk_length)),
-                       cameras=model_fields.get("cameras"), until_success=config.until_success)
+                       cameras=model_fields.get("cameras"), until_success=config.until_success,
+                       objects_in_cameras=config.objects_in_cameras)
     if start is not None:
         check_data_fits(start.config, data, config.init)
     model_fields.update(cameras=data.cameras, joint_names=data.joint_names, image_height=data.image_size[0],
@@ -292,6 +302,10 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
             raise ValueError(f"checkpoint {config.out} was trained {'without' if object_head is not None else 'with'} "
                              "the auxiliary object loss; resume it with the same --objects-coef")
         if object_head is not None:
+            if payload["object_head"]["mean"].shape != object_head.mean.shape:
+                raise ValueError(f"checkpoint {config.out} predicts {payload['object_head']['mean'].shape[0]} object "
+                                 f"coordinates, this run {object_head.mean.shape[0]}: resume it with the same "
+                                 "--objects-in-cameras")
             object_head.load_state_dict(payload["object_head"])
         optimiser.load_state_dict(payload["optimiser"])
         start_step = int(payload["step"])

@@ -256,6 +256,14 @@ class TabletopWorld(World):
         renderer.update_scene(self.data, camera=camera)
         return renderer.render()
 
+    def camera_pose(self, camera: str) -> tuple[np.ndarray, np.ndarray]:
+        """The camera's position (3,) and orientation (3, 3; columns: its x right, y up, z toward the viewer,
+        MuJoCo's convention) in the world, as the last render saw it; a wrist camera moves with the arm."""
+        if camera not in self.camera_names:
+            raise ValueError(f"unknown camera '{camera}'; this world renders {self.camera_names}")
+        index = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        return self.data.cam_xpos[index].copy(), self.data.cam_xmat[index].reshape(3, 3).copy()
+
     def camera_model(self, camera: str) -> CameraModel:
         w, h = self.config.image_width, self.config.image_height
         fovy = math.radians(float(self.model.camera(camera).fovy[0]))

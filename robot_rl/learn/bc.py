@@ -98,6 +98,10 @@ class ObjectPositionHead(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
 
+    def positions(self, image_features: torch.Tensor) -> torch.Tensor:
+        """The predicted positions in metres (B, 3 x objects), in the data's column order."""
+        return self.linear(image_features) * self.std + self.mean
+
     def loss(self, image_features: torch.Tensor, objects: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The squared error in normalised units, and the distance error in millimetres averaged over the objects."""
         predicted = self.linear(image_features)

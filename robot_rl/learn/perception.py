@@ -246,20 +246,17 @@ class ObjectEstimates:
     the policy's image features of the frames the world renders now; keeps every query's error."""
 
     def __init__(self, checkpoint: str):
-        from robot_rl.learn.bc import ObjectPositionHead, load_checkpoint
-        from robot_rl.policy.vla import VLAConfig, VLAModel
+        from robot_rl.learn.bc import ObjectPositionHead, load_checkpoint, model_from_checkpoint
 
         payload = load_checkpoint(checkpoint)
         if "object_head" not in payload:
             raise ValueError(f"{checkpoint}: no auxiliary object head to estimate positions with; "
                              "expected a train-bc checkpoint trained with --objects-coef")
-        self.model = VLAModel(VLAConfig.from_dict(payload["model_config"]))
-        self.model.load_state_dict(payload["model"])
-        self.model.eval()
+        self.model = model_from_checkpoint(payload)
         weights = payload["object_head"]
         self.head = ObjectPositionHead(weights["linear.weight"].shape[1], weights["mean"].numpy(), weights["std"].numpy())
         self.head.load_state_dict(weights)
-        self.checkpoint, self.errors_mm = checkpoint, {name: [] for name in OBJECT_ORDER}
+        self.errors_mm: dict[str, list[float]] = {name: [] for name in OBJECT_ORDER}
 
     def world_config(self) -> WorldConfig:
         c = self.model.config
@@ -269,7 +266,7 @@ class ObjectEstimates:
     def replace(self, world: TabletopWorld, objects: dict[str, ObjectPose], names: tuple[str, ...]) -> dict[str, ObjectPose]:
         with torch.no_grad():
             seen = self.model.image_features({c: torch.from_numpy(world.render(c))[None] for c in self.model.config.cameras})
-            positions = (self.head.linear(seen) * self.head.std + self.head.mean).view(-1, 3).numpy().astype(np.float64)
+            positions = self.head.positions(seen).view(-1, 3).numpy().astype(np.float64)
         out = dict(objects)
         # the world's positions come first, in the order collect records them (then, with train-bc
         # --objects-in-cameras, each camera's view of them, which this part does not use)

@@ -249,9 +249,12 @@ class TabletopWorld(World):
             self._renderers[key] = renderer
         return renderer
 
-    def render(self, camera: str) -> np.ndarray:
+    def _check_camera(self, camera: str) -> None:
         if camera not in self.camera_names:
             raise ValueError(f"unknown camera '{camera}'; this world renders {self.camera_names}")
+
+    def render(self, camera: str) -> np.ndarray:
+        self._check_camera(camera)
         renderer = self._renderer()
         renderer.update_scene(self.data, camera=camera)
         return renderer.render()
@@ -259,8 +262,7 @@ class TabletopWorld(World):
     def camera_pose(self, camera: str) -> tuple[np.ndarray, np.ndarray]:
         """The camera's position (3,) and orientation (3, 3; columns: its x right, y up, z toward the viewer,
         MuJoCo's convention) in the world, as the last render saw it; a wrist camera moves with the arm."""
-        if camera not in self.camera_names:
-            raise ValueError(f"unknown camera '{camera}'; this world renders {self.camera_names}")
+        self._check_camera(camera)
         index = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         return self.data.cam_xpos[index].copy(), self.data.cam_xmat[index].reshape(3, 3).copy()
 

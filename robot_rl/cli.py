@@ -562,8 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--rate", type=float, default=10.0, help="control rate, Hz")
     p.add_argument("--keep-failures", action="store_true")
-    p.add_argument("--behaviour", default="oracle", choices=["oracle", "noisy", "random"],
-                   help="oracle demonstrations, or imperfect episodes for training a progress critic")
+    p.add_argument("--behaviour", default="oracle", choices=["oracle", "noisy", "random", "dart"],
+                   help="oracle demonstrations; imperfect episodes for training a progress critic (noisy, random); "
+                        "or dart: the oracle's labels on the states of a perturbed oracle (recoveries, for train-bc)")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("train-bc", help="behaviour cloning of the VLA on episodes (resumable)")

@@ -9,7 +9,10 @@ arm staying at the goal; ``meta.extra["success_step"]`` is the row where success
 
 Behaviours: ``oracle`` (demonstrations), ``noisy`` (the oracle with noise, detours and giving up) and
 ``random`` (a random walk): the last two give a progress critic regression, stagnation and failures
-to learn from (see ``robot_rl/sim/behaviours.py``). Failed episodes are dropped unless asked for.
+to learn from (see ``robot_rl/sim/behaviours.py``). ``dart`` is for behaviour cloning: the arm is sent
+the oracle's target plus a drifting offset, and each row's ``action`` is the oracle's label from the
+state it reached, so the demonstrations show recoveries (DART); what was sent is the extra array
+``executed_action``. Failed episodes are dropped unless asked for.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from robot_rl.data.dataset import CAMERA_OBJECTS_PREFIX, OBJECTS_ARRAY
 from robot_rl.data.episodes import EpisodeMeta, EpisodeWriter, new_episode_id
-from robot_rl.sim.behaviours import NoisyOracle, RandomWalk
+from robot_rl.sim.behaviours import DartOracle, NoisyOracle, RandomWalk
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
 from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
@@ -40,14 +43,17 @@ class CollectConfig:
     control_rate_hz: float = 10.0
     settle_steps: int = 5
     keep_failures: bool = False
-    behaviour: str = "oracle"  # "oracle", "noisy" or "random"
+    behaviour: str = "oracle"  # "oracle", "noisy", "random" or "dart"
 
     def __post_init__(self) -> None:
         if self.behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour '{self.behaviour}' is not one of {list(BEHAVIOURS)}")
 
 
-BEHAVIOURS = ("oracle", "noisy", "random")
+EXECUTED_ARRAY = "executed_action"  # dart only: the perturbed target the arm was sent
+BEHAVIOURS = ("oracle", "noisy", "random", "dart")
+# Behaviours whose recorded actions are the oracle's own (the demonstrations behaviour cloning learns from).
+ORACLE_LABELLED = ("oracle", "dart")
 # Typical oracle episode length in control steps at 10 Hz (decides when a noisy oracle gives up).
 _EXPECTED_STEPS = {"reach_cube": 12, "press_button": 14, "push_cube_to_pad": 32, "pick_cube": 18}
 
@@ -59,7 +65,8 @@ def collect(config: CollectConfig, progress=None) -> dict:
     world = TabletopWorld(WorldConfig(control_rate_hz=config.control_rate_hz, cameras=list(config.cameras),
                                       image_width=config.image_width, image_height=config.image_height))
     oracle = ScriptedOracle(ArmKinematics.from_model(world.model), world.control_period)
-    actor = {"oracle": oracle, "noisy": NoisyOracle(oracle), "random": RandomWalk()}[config.behaviour]
+    actor = {"oracle": oracle, "noisy": NoisyOracle(oracle), "random": RandomWalk(),
+             "dart": DartOracle(oracle)}[config.behaviour]
     summary = {t: {"written": 0, "failed": 0} for t in tasks}
     try:
         for task in tasks:
@@ -96,7 +103,7 @@ def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectC
     else:
         actor.reset(task, seed, round(_EXPECTED_STEPS.get(task, 20) * config.control_rate_hz / 10.0))
     meta = EpisodeMeta(episode_id=new_episode_id(task, seed), task=task, instruction=TASKS[task].instruction,
-                       seed=seed, success=False, source="oracle" if config.behaviour == "oracle" else "scripted",
+                       seed=seed, success=False, source="oracle" if config.behaviour in ORACLE_LABELLED else "scripted",
                        cameras=list(config.cameras), image_height=config.image_height, image_width=config.image_width,
                        joint_names=list(world.joint_names), control_rate_hz=config.control_rate_hz,
                        extra={"behaviour": config.behaviour})
@@ -106,11 +113,15 @@ def _episode(world: TabletopWorld, actor, task: str, seed: int, config: CollectC
     for _ in range(steps):
         q = world.joint_positions()
         images = {c: world.render(c) for c in config.cameras}
-        action = actor.act(q, world.object_poses())[0]
         extras = {"progress": world.task_progress(), OBJECTS_ARRAY: object_positions(world)}
         extras.update({f"{CAMERA_OBJECTS_PREFIX}{c}": object_positions_in_camera(world, c) for c in config.cameras})
+        if isinstance(actor, DartOracle):
+            action, command = actor.label_and_command(q, world.object_poses())
+            extras[EXECUTED_ARRAY] = command.astype(np.float32)
+        else:
+            action = command = actor.act(q, world.object_poses())[0]
         writer.add(images, q, action, world.time, extras=extras)
-        world.step(action)
+        world.step(command)
         if settle is None and world.success():
             settle = config.settle_steps
             meta.extra["success_step"] = len(writer.rows["stamp"])  # the next row is the first done one

@@ -8,6 +8,14 @@ half way or wander, so it cannot score them. These behaviours produce such episo
 - :class:`RandomWalk`: smooth random joint motion from the home pose (no intent; almost always fails).
 
 Both have the oracle's interface: ``reset(task)`` then ``act(q, objects) -> (H, 6)`` joint targets.
+
+A third, :class:`DartOracle`, is for behaviour cloning rather than for the critic: DART's noise
+injection (Laskey et al., 2017). The arm is sent the oracle's target plus a slowly drifting offset,
+so it visits the states a learner reaches when it is a little off (an approach 1-3 cm to the side, a
+push that turns the cube), and every row is labelled with what the oracle commands *from that state*:
+the demonstrations then show how to recover, which clean ones never do. ``label_and_command(q,
+objects)`` returns both; collect records the label as the action and the command it executed beside it.
+
 Randomness comes from the seed given to ``reset`` so that an episode can be reproduced.
 """
 
@@ -68,6 +76,54 @@ class NoisyOracle:
             target = self.oracle.act(q, objects)[0]
         target = target + np.concatenate([self.rng.normal(0.0, c.joint_noise, 5), [0.0]])
         return target[None]
+
+
+@dataclass
+class DartConfig:
+    bias_probability: float = 0.06  # per step outside a bias: the arm starts to be sent off target
+    bias_steps: tuple[int, int] = (5, 20)  # how long a bias is held (0.5-2 s at 10 Hz), then the oracle recovers
+    bias_std: float = 0.06  # rad on each arm joint (about 2 cm at the grip), held for the whole bias
+    scale_range: tuple[float, float] = (0.0, 1.0)  # per episode, the bias's std is scaled by a draw from this
+    joint_noise: float = 0.01  # rad, Gaussian on every command (times the episode's scale)
+
+
+class DartOracle:
+    """The oracle's labels on the states of a perturbed oracle (module docstring). The perturbation is a
+    bias held for a while and then released, so each episode has off-target states *and* the oracle's
+    recovery from them, and still ends in success (a bias held to the end would stop a precise task
+    short of its goal). The gripper is never perturbed, so grasps and releases stay the oracle's."""
+
+    def __init__(self, oracle: ScriptedOracle, config: DartConfig | None = None):
+        self.oracle = oracle
+        self.config = config or DartConfig()
+        self.rng = np.random.default_rng(0)
+        self.scale = 1.0
+        self.bias = np.zeros(5)
+        self.bias_left = 0
+
+    def reset(self, task: str, seed: int = 0, expected_steps: int = 30) -> None:
+        self.oracle.reset(task)
+        self.rng = np.random.default_rng(seed + 15485863)
+        self.scale = float(self.rng.uniform(*self.config.scale_range))
+        self.bias, self.bias_left = np.zeros(5), 0
+
+    def label_and_command(self, q: np.ndarray, objects) -> tuple[np.ndarray, np.ndarray]:
+        """(6,) the oracle's target from this state, (6,) the perturbed target to send the arm."""
+        c = self.config
+        label = self.oracle.act(q, objects)[0]
+        if self.bias_left == 0 and self.rng.random() < c.bias_probability:
+            self.bias_left = int(self.rng.integers(c.bias_steps[0], c.bias_steps[1] + 1))
+            self.bias = self.rng.normal(0.0, c.bias_std * self.scale, 5)
+        command = label.copy()
+        if self.bias_left > 0:
+            self.bias_left -= 1
+            command[:5] += self.bias
+        command[:5] += self.rng.normal(0.0, c.joint_noise * self.scale, 5)
+        return label, command
+
+    def act(self, q: np.ndarray, objects) -> np.ndarray:
+        """The command (the oracle's interface, for code that only drives the arm)."""
+        return self.label_and_command(q, objects)[1][None]
 
 
 class RandomWalk:

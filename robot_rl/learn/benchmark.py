@@ -86,6 +86,7 @@ ARMS = {
 }
 MAIN_ARMS = ["sparse", "progress", "progress+hil"]  # the issue's three; the others are asked for by name
 TASK_SCHEDULES = ("round_robin", "needs_help")
+DEMO_BEHAVIOURS = ("oracle", "dart")  # collect behaviours whose actions are the oracle's labels
 
 
 class TaskSchedule:
@@ -133,6 +134,9 @@ class LearningBenchConfig:
     episodes_per_update: int = 5
     max_lag_updates: int = 1  # the actor waits when further ahead of its weights than this
     demos_per_task: int = 200  # oracle demonstrations preloaded for demo replay (the starting policy's own 200 per task)
+    # how those demonstrations are collected: "oracle", or "dart" (the oracle's labels on perturbed states,
+    # item 38) for a starting policy trained on such demonstrations
+    demo_behaviour: str = "oracle"
     return_probability: float = 0.5
     human: dict = field(default_factory=dict)  # ScriptedHumanConfig overrides (threshold, probability, ...)
     # which task each training episode practises: "round_robin" (in turn) or "needs_help" (TaskSchedule)
@@ -147,6 +151,8 @@ class LearningBenchConfig:
         self.tasks = [get_task(t).name for t in self.tasks]
         if self.episodes < 1 or self.seeds < 1 or self.eval_every < 1 or self.eval_seeds < 1:
             raise ValueError("episodes, seeds, eval_every and eval_seeds must be at least 1")
+        if self.demo_behaviour not in DEMO_BEHAVIOURS:
+            raise ValueError(f"demo_behaviour {self.demo_behaviour!r}: expected one of {list(DEMO_BEHAVIOURS)}")
         if self.task_schedule not in TASK_SCHEDULES:
             raise ValueError(f"task_schedule {self.task_schedule!r}: expected one of {list(TASK_SCHEDULES)}")
         if self.eval_every % self.episodes_per_update:
@@ -342,7 +348,9 @@ def _keys(run_dir: Path) -> dict:
 def demos_dir_name(config: LearningBenchConfig) -> str:
     """The demonstrations' cache directory, named by what they are, so that a run with another count,
     task set, starting policy or oracle never reuses demonstrations collected for a different one."""
-    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED, ORACLE_VERSION])
+    # (an oracle run's key is what it was before demo_behaviour existed, so its cache stays valid)
+    key = json.dumps([sorted(config.tasks), config.policy, DEMO_SEED, ORACLE_VERSION]
+                     + ([] if config.demo_behaviour == "oracle" else [config.demo_behaviour]))
     return f"demos-{config.demos_per_task}-per-task-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
@@ -359,7 +367,8 @@ def collect_demos(config: LearningBenchConfig, out: Path, echo=print) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     summary = collect(CollectConfig(str(tmp), tasks=list(config.tasks), episodes=config.demos_per_task, seed=DEMO_SEED,
                                     cameras=list(m["cameras"]), image_width=m["image_width"],
-                                    image_height=m["image_height"], control_rate_hz=m["control_rate_hz"]))
+                                    image_height=m["image_height"], control_rate_hz=m["control_rate_hz"],
+                                    behaviour=config.demo_behaviour))
     tmp.replace(out)
     echo(f"demonstrations for demo replay: {summary} -> {out}")
     return out
@@ -603,7 +612,7 @@ def plot(summary: dict, path: str, title: str) -> None:
 # Settings a resumed benchmark may change: which runs it holds, not how each run is made.
 RESUME_MAY_CHANGE = ("arms", "seeds", "out_dir")
 # Benchmark settings added after reports were written, with the value those reports ran with.
-CONFIG_ADDED_LATER = {"task_schedule": "round_robin"}
+CONFIG_ADDED_LATER = {"task_schedule": "round_robin", "demo_behaviour": "oracle"}
 
 
 def _settings_before_they_were_recorded(config: LearningBenchConfig, overrides: dict | None, arm: str) -> dict:

@@ -161,8 +161,13 @@ def test_demonstrations_are_cached_per_count_tasks_and_policy():
     base = LearningBenchConfig(arms=["progress+hil"])
     names = {demos_dir_name(c) for c in (base, LearningBenchConfig(demos_per_task=50),
                                          LearningBenchConfig(tasks=["reach_cube"]),
-                                         LearningBenchConfig(policy="runs/other_policy"))}
-    assert len(names) == 4
+                                         LearningBenchConfig(policy="runs/other_policy"),
+                                         LearningBenchConfig(demo_behaviour="dart"))}
+    assert len(names) == 5
+    # the oracle's cache keeps the name it had before demonstrations could be collected another way
+    assert demos_dir_name(base) == "demos-200-per-task-e4069988"
+    with pytest.raises(ValueError, match="demo_behaviour 'noisy'"):
+        LearningBenchConfig(demo_behaviour="noisy")  # imperfect actions are no demonstrations
     assert demos_dir_name(base) == demos_dir_name(LearningBenchConfig(arms=["sparse"], episodes=20))
     assert demos_dir_name(LearningBenchConfig(demos_per_task=50)).startswith("demos-50-per-task-")
 

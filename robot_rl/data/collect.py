@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_rl.data.dataset import CAMERA_OBJECTS_PREFIX, OBJECTS_ARRAY
-from robot_rl.data.episodes import EpisodeMeta, EpisodeWriter, new_episode_id
+from robot_rl.data.episodes import EXECUTED_ARRAY, EpisodeMeta, EpisodeWriter, new_episode_id
 from robot_rl.sim.behaviours import DartOracle, NoisyOracle, RandomWalk
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle
 from robot_rl.sim.tabletop import TabletopWorld
@@ -50,7 +50,6 @@ class CollectConfig:
             raise ValueError(f"behaviour '{self.behaviour}' is not one of {list(BEHAVIOURS)}")
 
 
-EXECUTED_ARRAY = "executed_action"  # dart only: the perturbed target the arm was sent
 BEHAVIOURS = ("oracle", "noisy", "random", "dart")
 # Behaviours whose recorded actions are the oracle's own (the demonstrations behaviour cloning learns from).
 ORACLE_LABELLED = ("oracle", "dart")

@@ -12,6 +12,12 @@ counts), so without the cut every chunk that starts near the button ends in "go 
 samples over a pressed button teach leaving it; a policy that is stopped at success never needs
 what comes after it. With the cut the chunks hold the action that finished the task. Episodes
 without ``success_step`` (recorded on a robot) are used whole.
+
+Episodes whose ``action`` is a label rather than what the arm was sent (``collect --behaviour dart``:
+``executed_action`` beside it) give a sample at row t only when the arm was sent the labels of rows
+t .. t+H-2: then the chunk is the oracle's own path from the state of row t, which may be off target
+(that is the point: a recovery). A chunk that spans a perturbation would mix in states that the frames
+of row t cannot predict (``Episode.executed_as_labelled``).
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ class DemoDataset:
         self.gamma = gamma
         # last row of each episode that is a training sample and an action target
         self.last = [((e.success_step if until_success else None) or len(e)) - 1 for e in episodes]
-        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(self.last[i] + 1)], dtype=np.int64)
+        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in self._sample_rows(e, self.last[i])],
+                              dtype=np.int64).reshape(-1, 2)
         self.control_rate_hz = float(first.control_rate_hz)
         # train-bc's auxiliary loss needs the objects' positions at every sample, so only a dataset
         # whose episodes all carry them (simulation) offers them; with ``objects_in_cameras`` also as each
@@ -82,6 +89,15 @@ class DemoDataset:
         self.object_arrays = [OBJECTS_ARRAY] + ([f"{CAMERA_OBJECTS_PREFIX}{c}" for c in self.cameras]
                                                 if objects_in_cameras else [])
         self.has_objects = all(name in e.extras for e in episodes for name in self.object_arrays)
+
+    def _sample_rows(self, episode: Episode, last: int) -> list[int]:
+        """Rows 0..last whose chunk of labels the arm executed (all of them for an ordinary episode)."""
+        labelled = episode.executed_as_labelled()[: last + 1]
+        # row t needs rows t .. t+H-2 executed as labelled (the last label's command moves nothing in the chunk)
+        return [t for t in range(last + 1) if labelled[t: t + self.horizon - 1].all()]
+
+    def _rows_of(self, episode: int) -> np.ndarray:
+        return self.index[self.index[:, 0] == episode, 1]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -114,8 +130,8 @@ class DemoDataset:
             missing = sorted({name for e in self.episodes for name in self.object_arrays if name not in e.extras})
             raise ValueError(f"{', '.join(self.dirs)}: not every episode records {', '.join(repr(n) for n in missing)} "
                              "(simulated demonstrations from `robot-rl collect` do)")
-        rows = np.concatenate([np.concatenate([e.extras[name][: last + 1] for name in self.object_arrays], axis=1)
-                               for e, last in zip(self.episodes, self.last)])
+        rows = np.concatenate([np.concatenate([e.extras[name][self._rows_of(i)] for name in self.object_arrays], axis=1)
+                               for i, e in enumerate(self.episodes)])
         return {"mean": rows.mean(0), "std": rows.std(0)}
 
     def statistics(self, action_target) -> dict[str, np.ndarray]:
@@ -123,8 +139,8 @@ class DemoDataset:
         ``action_target(chunks (T, H, J), joints (T, J)) -> (T, H, P)`` (``VLAModel.action_target``:
         absolute targets, offsets from the joints, or arm-frame moves)."""
         joints, targets = [], []
-        for e, last in zip(self.episodes, self.last):
-            t = np.arange(last + 1)
+        for i, (e, last) in enumerate(zip(self.episodes, self.last)):
+            t = self._rows_of(i)
             steps = np.minimum(t[:, None] + np.arange(self.horizon)[None, :], last)
             joints.append(e.joint_positions[t])
             targets.append(np.asarray(action_target(e.actions[steps], e.joint_positions[t])))

@@ -63,6 +63,10 @@ class EpisodeMeta:
     extra: dict = field(default_factory=dict)
 
 
+# optional per-step array: the joint targets the arm was actually sent, where ``action`` is a label
+EXECUTED_ARRAY = "executed_action"
+
+
 @dataclass
 class Episode:
     meta: EpisodeMeta
@@ -87,6 +91,17 @@ class Episode:
             raise EpisodeFormatError(f"episode {self.meta.episode_id}: extra.success_step {step} is outside "
                                      f"1..{len(self)} (its length)")
         return int(step)
+
+    def executed_as_labelled(self) -> np.ndarray:
+        """(T,) bool: the arm was sent row t's ``action``. False only where the episode records an
+        ``executed_action`` that differs (``collect --behaviour dart``: the action is the oracle's label,
+        the arm was sent it plus a perturbation). A chunk of labels from row t describes what the arm
+        did only up to the first row that was not executed as labelled: after it, the states (and so
+        the later labels) depend on a perturbation that the frames of row t cannot show."""
+        executed = self.extras.get(EXECUTED_ARRAY)
+        if executed is None:
+            return np.ones(len(self), bool)
+        return np.all(executed == self.actions, axis=1)
 
 
 class EpisodeWriter:

@@ -48,7 +48,9 @@ class DemoBuffer:
         """Add the samples of ``steps`` (default: every step) of a demonstration or an intervention.
 
         A sample is the observation of step t and the commands of steps t .. t+H-1 that belong to the
-        same demonstration (for an intervention: the steps the human kept control)."""
+        same demonstration (for an intervention: the steps the human kept control). Where the actions are
+        labels the arm was not sent as they are (``collect --behaviour dart``), a chunk stops after the
+        first label that was not executed: what follows depends on a perturbation row t cannot show."""
         t_all = len(episode)
         is_demo = np.ones(t_all, bool) if steps is None else np.zeros(t_all, bool)
         if steps is not None:
@@ -60,6 +62,7 @@ class DemoBuffer:
         if objects is not None and objects.shape[1] != self.objects.shape[1]:
             raise ValueError(f"episode {episode.meta.episode_id}: {OBJECTS_ARRAY} has {objects.shape[1]} columns, "
                              f"the demo buffer's rows have {self.objects.shape[1]}")
+        labelled = episode.executed_as_labelled()
         for t in np.nonzero(is_demo)[0]:
             if not pin and self.pinned >= self.capacity:
                 break
@@ -72,6 +75,8 @@ class DemoBuffer:
             idx = np.arange(t, t + self.horizon)
             valid = idx < t_all
             valid[valid] &= is_demo[idx[valid]]
+            # point k needs the labels of rows t .. t+k-1 executed as they are (point 0 is always its own)
+            valid[1:] &= labelled[np.minimum(idx[:-1], t_all - 1)]
             valid &= np.cumsum(~valid) == 0  # only the run of demonstrated steps from t on
             clipped = np.minimum(idx, t_all - 1)
             self.actions[row] = np.where(valid[:, None], episode.actions[clipped], 0.0)

@@ -80,11 +80,13 @@ class NoisyOracle:
 
 @dataclass
 class DartConfig:
-    bias_probability: float = 0.06  # per step outside a bias: the arm starts to be sent off target
-    bias_steps: tuple[int, int] = (5, 20)  # how long a bias is held (0.5-2 s at 10 Hz), then the oracle recovers
+    bias_probability: float = 0.04  # per step outside a bias: the arm starts to be sent off target
+    bias_steps: tuple[int, int] = (4, 10)  # how long a bias is held (0.4-1 s at 10 Hz), then the oracle recovers
     bias_std: float = 0.06  # rad on each arm joint (about 2 cm at the grip), held for the whole bias
-    scale_range: tuple[float, float] = (0.0, 1.0)  # per episode, the bias's std is scaled by a draw from this
-    joint_noise: float = 0.01  # rad, Gaussian on every command (times the episode's scale)
+    scale_range: tuple[float, float] = (0.5, 1.0)  # per episode, the bias's std is scaled by a draw from this
+    # rad, Gaussian on every command (times the episode's scale); off by default, because behaviour
+    # cloning learns only from chunks the arm executed as labelled (DemoDataset) and noise leaves none
+    joint_noise: float = 0.0
 
 
 class DartOracle:

@@ -5,7 +5,7 @@ import pytest
 
 from robot_rl.data.dataset import DemoDataset
 from robot_rl.data.episodes import (EpisodeFormatError, EpisodeMeta, EpisodeWriter, list_episodes, read_episode,
-                                    remove_partials)
+                                    remove_partials, write_episode)
 from robot_rl.sim.tasks import TASKS
 
 
@@ -112,3 +112,20 @@ def test_several_directories_are_one_dataset(tiny_demos, tmp_path):
     assert len(both.episodes) == 2 * len(one.episodes) and len(both) == 2 * len(one)
     with pytest.raises(FileNotFoundError, match="missing"):
         DemoDataset([tiny_demos, tmp_path / "missing"], horizon=4)
+
+
+def test_dataset_samples_only_chunks_that_the_arm_executed_as_labelled(tiny_demos, tmp_path):
+    # collect --behaviour dart records the oracle's label as the action and what the arm was sent beside it
+    e = next(e for e in map(read_episode, list_episodes(tiny_demos)) if e.meta.task == "push_cube_to_pad")
+    sent = e.actions.copy()
+    sent[3:5, 0] += 0.05  # rows 3 and 4 were sent off their labels
+    e.extras["executed_action"] = sent
+    write_episode(str(tmp_path), e)
+    np.testing.assert_array_equal(read_episode(list_episodes(tmp_path)[0]).executed_as_labelled(),
+                                  ~np.isin(np.arange(len(e)), [3, 4]))
+    data = DemoDataset(tmp_path, horizon=4)
+    # row t's chunk holds the labels of rows t..t+3, whose states rows t..t+2's commands made
+    np.testing.assert_array_equal(data.index[:, 1], [0] + list(range(5, e.success_step)))
+    assert data.statistics(lambda chunks, joints: chunks)["joint_mean"] == pytest.approx(
+        e.joint_positions[data.index[:, 1]].mean(0), abs=1e-5)
+    assert len(DemoDataset(tmp_path, horizon=1)) == e.success_step  # a one-step chunk is always its own label

@@ -30,6 +30,21 @@ def test_preloaded_demonstrations_end_where_the_task_was_done(tiny_demos):
     assert whole.add_episode(e, pin=True) == len(e)  # the plain call still takes every step
 
 
+def test_a_preloaded_chunk_stops_after_a_label_the_arm_was_not_sent(tiny_demos):
+    e = next(e for e in map(read_episode, list_episodes(tiny_demos)) if e.meta.task == "push_cube_to_pad")
+    sent = e.actions.copy()
+    sent[3:5, 1] -= 0.05  # collect --behaviour dart: rows 3 and 4 were sent off the oracle's labels
+    e.extras["executed_action"] = sent
+    buffer = _buffer(e)
+    assert buffer.add_demonstration(e) == e.success_step  # every state is a sample: off target is the point
+    # the state after row 3 came from a perturbed command, so no chunk reaches past row 3's label
+    np.testing.assert_array_equal(buffer.mask[:7], [[True, True, True, True], [True, True, True, False],
+                                                    [True, True, False, False], [True, False, False, False],
+                                                    [True, False, False, False], [True, True, True, True],
+                                                    [True, True, True, True]])
+    np.testing.assert_array_equal(buffer.actions[3, 0], e.actions[3])  # the label, not what was sent
+
+
 def test_human_steps_fill_behind_the_pinned_demonstrations_and_replace_each_other(tiny_demos):
     e = read_episode(list_episodes(tiny_demos)[0])
     buffer = _buffer(e, capacity=e.success_step + 3)

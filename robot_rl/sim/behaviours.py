@@ -10,7 +10,7 @@ half way or wander, so it cannot score them. These behaviours produce such episo
 Both have the oracle's interface: ``reset(task)`` then ``act(q, objects) -> (H, 6)`` joint targets.
 
 A third, :class:`DartOracle`, is for behaviour cloning rather than for the critic: DART's noise
-injection (Laskey et al., 2017). The arm is sent the oracle's target plus a slowly drifting offset,
+injection (Laskey et al., 2017). The arm is sent the oracle's target plus a bias held for a while,
 so it visits the states a learner reaches when it is a little off (an approach 1-3 cm to the side, a
 push that turns the cube), and every row is labelled with what the oracle commands *from that state*:
 the demonstrations then show how to recover, which clean ones never do. ``label_and_command(q,

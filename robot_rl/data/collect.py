@@ -10,7 +10,7 @@ arm staying at the goal; ``meta.extra["success_step"]`` is the row where success
 Behaviours: ``oracle`` (demonstrations), ``noisy`` (the oracle with noise, detours and giving up) and
 ``random`` (a random walk): the last two give a progress critic regression, stagnation and failures
 to learn from (see ``robot_rl/sim/behaviours.py``). ``dart`` is for behaviour cloning: the arm is sent
-the oracle's target plus a drifting offset, and each row's ``action`` is the oracle's label from the
+the oracle's target plus a bias held for a while, and each row's ``action`` is the oracle's label from the
 state it reached, so the demonstrations show recoveries (DART); what was sent is the extra array
 ``executed_action``. Failed episodes are dropped unless asked for.
 """

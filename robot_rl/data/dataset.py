@@ -80,8 +80,9 @@ class DemoDataset:
         self.gamma = gamma
         # last row of each episode that is a training sample and an action target
         self.last = [((e.success_step if until_success else None) or len(e)) - 1 for e in episodes]
-        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in self._sample_rows(e, self.last[i])],
-                              dtype=np.int64).reshape(-1, 2)
+        # each episode's sample rows (all of 0..last unless a perturbation cut some chunks), and all of them flat
+        self.sample_rows = [self._sample_rows(e, last) for e, last in zip(episodes, self.last)]
+        self.index = np.array([(i, t) for i, rows in enumerate(self.sample_rows) for t in rows], dtype=np.int64).reshape(-1, 2)
         self.control_rate_hz = float(first.control_rate_hz)
         # train-bc's auxiliary loss needs the objects' positions at every sample, so only a dataset
         # whose episodes all carry them (simulation) offers them; with ``objects_in_cameras`` also as each
@@ -90,14 +91,13 @@ class DemoDataset:
                                                 if objects_in_cameras else [])
         self.has_objects = all(name in e.extras for e in episodes for name in self.object_arrays)
 
-    def _sample_rows(self, episode: Episode, last: int) -> list[int]:
+    def _sample_rows(self, episode: Episode, last: int) -> np.ndarray:
         """Rows 0..last whose chunk of labels the arm executed (all of them for an ordinary episode)."""
         labelled = episode.executed_as_labelled()[: last + 1]
+        if labelled.all():
+            return np.arange(last + 1)
         # row t needs rows t .. t+H-2 executed as labelled (the last label's command moves nothing in the chunk)
-        return [t for t in range(last + 1) if labelled[t: t + self.horizon - 1].all()]
-
-    def _rows_of(self, episode: int) -> np.ndarray:
-        return self.index[self.index[:, 0] == episode, 1]
+        return np.array([t for t in range(last + 1) if labelled[t: t + self.horizon - 1].all()], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -130,8 +130,8 @@ class DemoDataset:
             missing = sorted({name for e in self.episodes for name in self.object_arrays if name not in e.extras})
             raise ValueError(f"{', '.join(self.dirs)}: not every episode records {', '.join(repr(n) for n in missing)} "
                              "(simulated demonstrations from `robot-rl collect` do)")
-        rows = np.concatenate([np.concatenate([e.extras[name][self._rows_of(i)] for name in self.object_arrays], axis=1)
-                               for i, e in enumerate(self.episodes)])
+        rows = np.concatenate([np.concatenate([e.extras[name][samples] for name in self.object_arrays], axis=1)
+                               for e, samples in zip(self.episodes, self.sample_rows)])
         return {"mean": rows.mean(0), "std": rows.std(0)}
 
     def statistics(self, action_target) -> dict[str, np.ndarray]:
@@ -139,8 +139,7 @@ class DemoDataset:
         ``action_target(chunks (T, H, J), joints (T, J)) -> (T, H, P)`` (``VLAModel.action_target``:
         absolute targets, offsets from the joints, or arm-frame moves)."""
         joints, targets = [], []
-        for i, (e, last) in enumerate(zip(self.episodes, self.last)):
-            t = self._rows_of(i)
+        for e, last, t in zip(self.episodes, self.last, self.sample_rows):
             steps = np.minimum(t[:, None] + np.arange(self.horizon)[None, :], last)
             joints.append(e.joint_positions[t])
             targets.append(np.asarray(action_target(e.actions[steps], e.joint_positions[t])))

@@ -123,10 +123,6 @@ class DartOracle:
         command[:5] += self.rng.normal(0.0, c.joint_noise * self.scale, 5)
         return label, command
 
-    def act(self, q: np.ndarray, objects) -> np.ndarray:
-        """The command (the oracle's interface, for code that only drives the arm)."""
-        return self.label_and_command(q, objects)[1][None]
-
 
 class RandomWalk:
     """Joint targets that drift smoothly at random; the gripper opens and closes now and then."""

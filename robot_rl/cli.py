@@ -531,8 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dagger-task", action="append", help="with --state-dagger: only this task (repeat; default all four)")
     b.add_argument("--dagger-episodes", type=int, help="with --state-dagger: training episodes per task (default 50)")
     b.add_argument("--estimates-from", metavar="CKPT",
-                   help="part 4: a train-bc checkpoint trained with --objects-coef; the state policy is evaluated "
-                        "again on where its auxiliary head places the objects from the rendered frames")
+                   help="part 4: a train-bc checkpoint trained with --objects-coef, or a pretrain-encoder "
+                        "checkpoint; the state policy is evaluated again on where its object head places the "
+                        "objects from the rendered frames")
     b.add_argument("--quick", action="store_true", help="a smoke run in seconds; claims nothing")
     b.set_defaults(func=_bench)
     b = bsub.add_parser("learner", help="one learner update (the HIL arm's settings) per device on the same batch: "

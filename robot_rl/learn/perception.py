@@ -62,7 +62,7 @@ import torch
 
 from robot_rl.policy.arm_frame import ArmGeometry, to_points, to_targets
 from robot_rl.sim.oracle import ArmKinematics, ScriptedOracle, _wrap
-from robot_rl.sim.tabletop import TabletopWorld
+from robot_rl.sim.tabletop import JOINT_NAMES, TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
 from robot_rl.sim.world import OBJECT_ORDER, ObjectPose, WorldConfig
 
@@ -242,17 +242,28 @@ class StatePolicy:
 
 
 class ObjectEstimates:
-    """Part 4: where a ``train-bc`` checkpoint's auxiliary head (``--objects-coef``) places the objects, from
-    the policy's image features of the frames the world renders now; keeps every query's error."""
+    """Part 4: where a checkpoint's object head places the objects, from the camera encoders' features of
+    the frames the world renders now; keeps every query's error. The checkpoint is a ``train-bc`` one
+    trained with ``--objects-coef`` (the policy's own encoders and auxiliary head) or a
+    ``pretrain-encoder`` one (the encoders and head before any action was learned), so the same
+    closed-loop measurement says what behaviour cloning kept of a pretraining."""
 
     def __init__(self, checkpoint: str):
-        from robot_rl.learn.bc import ObjectPositionHead, load_checkpoint, model_from_checkpoint
+        from robot_rl.learn.bc import ObjectPositionHead, load_checkpoint, model_from_checkpoint, read_checkpoint
+        from robot_rl.policy.vla import VLAConfig, VLAModel
 
-        payload = load_checkpoint(checkpoint)
+        payload = read_checkpoint(checkpoint, (), "train-bc or pretrain-encoder")
+        if "encoder_config" in payload and "encoders" in payload:  # pretrain-encoder
+            # only the encoders are used; the joints size the action layers, which stay untrained
+            fields = {**payload["encoder_config"], "joint_names": list(JOINT_NAMES)}
+            self.model = VLAModel(VLAConfig.from_dict(fields)).eval()
+            self.model.encoders.load_state_dict(payload["encoders"])
+        else:
+            payload = load_checkpoint(checkpoint)
+            self.model = model_from_checkpoint(payload)
         if "object_head" not in payload:
             raise ValueError(f"{checkpoint}: no auxiliary object head to estimate positions with; "
-                             "expected a train-bc checkpoint trained with --objects-coef")
-        self.model = model_from_checkpoint(payload)
+                             "expected a train-bc checkpoint trained with --objects-coef or a pretrain-encoder one")
         weights = payload["object_head"]
         self.head = ObjectPositionHead(weights["linear.weight"].shape[1], weights["mean"].numpy(), weights["std"].numpy())
         self.head.load_state_dict(weights)

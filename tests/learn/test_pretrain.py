@@ -129,3 +129,32 @@ def test_the_command_line_runs_both_stages(tiny_demos, tmp_path):
     assert main(["train-bc", "--data", str(tiny_demos), "--out", str(tmp_path / "no.pt"), "--steps", "1",
                  "--init-encoders", str(out), "--pooling", "mean"]) == 2
     assert np.isfinite(load_checkpoint(policy)["metrics"]["eval_end"]["mse"])
+
+
+def test_closed_loop_estimates_read_a_pretraining_checkpoint(pretrained):
+    """bench perception --estimates-from takes a pretrain-encoder checkpoint: the pretrained encoders and
+    head, not fresh ones, place the objects in the world the perception bench renders."""
+    from robot_rl.learn.bc import ObjectPositionHead
+    from robot_rl.learn.perception import ObjectEstimates
+    from robot_rl.sim.tabletop import TabletopWorld
+
+    out, _, _ = pretrained
+    payload = load_encoders(out)
+    estimates = ObjectEstimates(str(out))
+    for name, tensor in payload["encoders"].items():
+        assert torch.equal(estimates.model.encoders.state_dict()[name], tensor)
+    world = TabletopWorld(estimates.world_config())
+    try:
+        world.reset(10000, "push_cube_to_pad")
+        truth = world.object_poses()
+        seen = estimates.replace(world, truth, ("cube",))
+        frames = {c: torch.from_numpy(world.render(c))[None] for c in estimates.model.config.cameras}
+    finally:
+        world.close()
+    head = ObjectPositionHead(payload["object_head"]["linear.weight"].shape[1], np.zeros(9), np.ones(9))
+    head.load_state_dict(payload["object_head"])
+    with torch.no_grad():
+        expected = head.positions(estimates.model.image_features(frames)).view(-1, 3)[0].numpy()
+    assert np.allclose(seen["cube"].position, expected, atol=1e-6)
+    assert seen["pad"] is truth["pad"]
+    assert estimates.errors_mm["cube"] == [pytest.approx(np.linalg.norm(expected[:2] - truth["cube"].position[:2]) * 1e3)]

@@ -177,14 +177,21 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...], kind: str) -> d
         raise FileNotFoundError(f"{kind} checkpoint {path} does not exist")
     # weights_only: a checkpoint holds tensors, dicts, lists and numbers, nothing a file may execute
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    for key in required:
-        if key not in payload:
-            raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl {kind} checkpoint")
+    require_keys(payload, path, required, kind)
     return payload
 
 
+def require_keys(payload: dict, path: str | Path, required: tuple[str, ...], kind: str) -> None:
+    for key in required:
+        if key not in payload:
+            raise ValueError(f"checkpoint {path} lacks '{key}': not a robot_rl {kind} checkpoint")
+
+
+VLA_CHECKPOINT_KEYS = ("model_config", "model", "instruction_embeddings")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    return read_checkpoint(path, ("model_config", "model", "instruction_embeddings"), "VLA")
+    return read_checkpoint(path, VLA_CHECKPOINT_KEYS, "VLA")
 
 
 def model_from_checkpoint(payload: dict) -> VLAModel:

@@ -249,7 +249,8 @@ class ObjectEstimates:
     closed-loop measurement says what behaviour cloning kept of a pretraining."""
 
     def __init__(self, checkpoint: str):
-        from robot_rl.learn.bc import ObjectPositionHead, load_checkpoint, model_from_checkpoint, read_checkpoint
+        from robot_rl.learn.bc import (VLA_CHECKPOINT_KEYS, ObjectPositionHead, model_from_checkpoint, read_checkpoint,
+                                       require_keys)
         from robot_rl.policy.vla import VLAConfig, VLAModel
 
         payload = read_checkpoint(checkpoint, (), "train-bc or pretrain-encoder")
@@ -258,8 +259,8 @@ class ObjectEstimates:
             fields = {**payload["encoder_config"], "joint_names": list(JOINT_NAMES)}
             self.model = VLAModel(VLAConfig.from_dict(fields)).eval()
             self.model.encoders.load_state_dict(payload["encoders"])
-        else:
-            payload = load_checkpoint(checkpoint)
+        else:  # read once; checked as load_checkpoint checks a train-bc checkpoint
+            require_keys(payload, checkpoint, VLA_CHECKPOINT_KEYS, "VLA")
             self.model = model_from_checkpoint(payload)
         if "object_head" not in payload:
             raise ValueError(f"{checkpoint}: no auxiliary object head to estimate positions with; "

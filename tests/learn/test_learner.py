@@ -9,6 +9,7 @@ import torch
 
 from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
+from robot_rl.learn.bc import random_shift
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
 from robot_rl.learn.ppo import PPOConfig, anchor_kl, episode_decisions, evaluate_rows, gae, tensors
 from robot_rl.paths import data_path
@@ -430,3 +431,26 @@ def test_an_object_loss_without_object_positions_is_refused_with_its_field(tmp_p
                                hil={"demo_replay": True, "human_guided": True}), log_fn=lambda *_: None)
     with pytest.raises(ValueError, match=r"ppo.objects_coef -1"):
         PPOConfig(objects_coef=-1.0)
+
+
+def test_the_object_head_is_fitted_on_the_frames_the_demo_phase_shows_it(tmp_path, tiny_export, tiny_critic,
+                                                                        learner_keys, tiny_demos):
+    """The demo phase shifts its frames by up to ``demo_shift_pad`` pixels: a head fitted on unshifted
+    frames reads pixel positions that the shift moves, and starts the run far off (item 40 of
+    docs/learning-benchmark.md: 33-37 mm where the fit said 5), so the head is fitted on shifted frames."""
+    heads = {}
+    for pad in (0, 4):
+        learner = Learner(learner_config(tmp_path / str(pad), tiny_export, tiny_critic, learner_keys, demos=str(tiny_demos),
+                                         ppo={"demo_steps": 1, "objects_coef": 1.0, "demo_shift_pad": pad},
+                                         hil={"demo_replay": True}), log_fn=lambda *_: None)
+        heads[pad], model, demos = learner.object_head, learner.model, learner.demos
+        learner.close()
+    rows = demos.object_rows()
+    errors = {}
+    with torch.no_grad():
+        for pad, head in heads.items():
+            generator = torch.Generator().manual_seed(123)  # other shifts than either fit drew
+            seen = model.image_features({c: random_shift(torch.from_numpy(demos.images[c][rows]), 4, generator)
+                                         for c in model.config.cameras})
+            errors[pad] = head.loss(seen, torch.from_numpy(demos.objects[rows]))[1]
+    assert errors[4] < 0.8 * errors[0], errors

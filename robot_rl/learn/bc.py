@@ -85,6 +85,11 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return images[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+
+def shift_frames(images: dict[str, torch.Tensor], pad: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """``random_shift`` of every camera's frames, the cameras drawn in order from one ``generator``."""
+    return {c: random_shift(v, pad, generator) for c, v in images.items()}
+
 OBJECT_HEAD_LR_SCALE = 10.0  # the auxiliary head's learning rate, in units of the policy's
 
 
@@ -371,7 +376,7 @@ def train_bc(config: BCConfig, resume: bool = False, encoder: InstructionEncoder
         rows = rng.choice(train_rows, size=min(config.batch_size, len(train_rows)), replace=False)
         images, joints, text, actions, returns, objects = to_tensors(data.batch(rows), embeddings)
         # shifted on the CPU with the CPU generator: the same draws on any device
-        images = {c: random_shift(v, config.shift_pad, generator) for c, v in images.items()}
+        images = shift_frames(images, config.shift_pad, generator)
         images, joints, text, actions, returns, objects = to_device((images, joints, text, actions, returns, objects), device)
         loss, parts = bc_loss(model, images, joints, text, actions, returns, config.value_coef,
                               objects, object_head, config.objects_coef)

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, read_episode
-from robot_rl.learn.bc import OBJECT_HEAD_LR_SCALE, ObjectPositionHead, random_shift, read_checkpoint, save_checkpoint
+from robot_rl.learn.bc import OBJECT_HEAD_LR_SCALE, ObjectPositionHead, read_checkpoint, save_checkpoint, shift_frames
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
 from robot_rl.learn.device import resolve_device, to_device
 from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, demo_phase, episode_decisions,
@@ -269,14 +269,13 @@ class Learner:
         head = self._new_object_head(mean, std)
         self.model.eval()
         # the features on the CPU in float64: the solve is small, and the same on every device
-        pad = self.config.ppo.demo_shift_pad
         generator = torch.Generator().manual_seed(self.config.seed)
-
-        def frames(chunk: np.ndarray) -> dict:
-            seen = {c: torch.from_numpy(self.demos.images[c][chunk]) for c in self.model.config.cameras}
-            return to_device({c: random_shift(v, pad, generator) for c, v in seen.items()}, self.device)
-        feats = torch.cat([self.model.image_features(frames(rows[i:i + 256])).cpu()
-                           for i in range(0, len(rows), 256)]).double()
+        feats = []
+        for i in range(0, len(rows), 256):
+            frames = {c: torch.from_numpy(self.demos.images[c][rows[i:i + 256]]) for c in self.model.config.cameras}
+            frames = shift_frames(frames, self.config.ppo.demo_shift_pad, generator)
+            feats.append(self.model.image_features(to_device(frames, self.device)).cpu())
+        feats = torch.cat(feats).double()
         target = torch.from_numpy((objects - mean) / head.std.cpu().numpy()).double()
         x = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], dim=1)
         solution = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64), x.T @ target)

@@ -113,7 +113,7 @@ import torch
 import torch.nn.functional as F
 
 from robot_rl.data.episodes import Episode
-from robot_rl.learn.bc import random_shift
+from robot_rl.learn.bc import shift_frames
 from robot_rl.learn.device import model_device, to_device
 from robot_rl.policy.vla import VLAModel
 
@@ -361,7 +361,7 @@ def _demo_term(model: VLAModel, demos, config: PPOConfig, rng: np.random.Generat
     sample = demos.sample(config.demo_batch_size, rng, embed, config.demo_human_fraction, with_objects=with_objects)
     if config.demo_shift_pad > 0:  # the augmentation behaviour cloning trained with (learn/bc.py)
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
-        sample = ({c: random_shift(v, config.demo_shift_pad, generator) for c, v in sample[0].items()},) + sample[1:]
+        sample = (shift_frames(sample[0], config.demo_shift_pad, generator),) + sample[1:]
     sample = to_device(sample, model_device(model))  # drawn and shifted on the CPU (the same draws on any device)
     drawn = len(sample[1])
     world = parallel.world if parallel is not None else 1

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from robot_rl.data.dataset import DemoDataset
-from robot_rl.learn.bc import (ObjectPositionHead, cosine_schedule, gradient_step, progress_bar, random_shift,
-                               read_checkpoint, save_checkpoint)
+from robot_rl.learn.bc import (ObjectPositionHead, cosine_schedule, gradient_step, progress_bar, read_checkpoint,
+                               save_checkpoint, shift_frames)
 from robot_rl.policy.vla import VLAConfig, VLAModel
 
 # the VLAConfig fields that decide an encoder's weights (names and shapes) and what it sees
@@ -128,7 +128,7 @@ def pretrain_encoders(config: PretrainConfig, resume: bool = False, progress: bo
         b = data.batch(rows)
         images = {c: torch.from_numpy(v) for c, v in b.images.items()}
         if shift:  # on the CPU with the CPU generator: the same draws on any device
-            images = {c: random_shift(v, config.shift_pad, generator) for c, v in images.items()}
+            images = shift_frames(images, config.shift_pad, generator)
         return to_device((images, torch.from_numpy(b.objects)), device)
 
     def evaluate() -> dict:

@@ -9,7 +9,7 @@ import torch
 
 from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
-from robot_rl.learn.bc import random_shift
+from robot_rl.learn.bc import shift_frames
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
 from robot_rl.learn.ppo import PPOConfig, anchor_kl, episode_decisions, evaluate_rows, gae, tensors
 from robot_rl.paths import data_path
@@ -450,7 +450,7 @@ def test_the_object_head_is_fitted_on_the_frames_the_demo_phase_shows_it(tmp_pat
     with torch.no_grad():
         for pad, head in heads.items():
             generator = torch.Generator().manual_seed(123)  # other shifts than either fit drew
-            seen = model.image_features({c: random_shift(torch.from_numpy(demos.images[c][rows]), 4, generator)
-                                         for c in model.config.cameras})
+            frames = {c: torch.from_numpy(demos.images[c][rows]) for c in model.config.cameras}
+            seen = model.image_features(shift_frames(frames, 4, generator))
             errors[pad] = head.loss(seen, torch.from_numpy(demos.objects[rows]))[1]
     assert errors[4] < 0.8 * errors[0], errors

@@ -91,6 +91,10 @@ def test_goals_are_checked_on_the_measured_curves():
         "progress+hil_reaches_0.8_in_two_thirds_of_progress"] is True
     assert goals({"progress": never, "progress+hil": arm([0.3, 0.6, 0.7, 0.8])})[
         "progress+hil_reaches_0.8_in_two_thirds_of_progress"] is False
+    # from a start already at 0.8 both arms "reach" it at 0 episodes: the goal says nothing, so it is not checked
+    strong = goals({"progress": arm([0.85, 0.8, 0.75, 0.7]), "progress+hil": arm([0.85, 0.85, 0.9, 0.9])})
+    assert strong["progress+hil_reaches_0.8_in_two_thirds_of_progress"] is None
+    assert strong["progress+hil_final_at_least_0.9"] is True
 
 
 def test_the_hil_arm_has_its_demo_phase_and_the_run_overrides_win():

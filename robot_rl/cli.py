@@ -145,7 +145,7 @@ def _bench_refit(args) -> int:
 
 
 def _bench_learning(args) -> int:
-    from robot_rl.learn.benchmark import LearningBenchConfig, bench_learning, quick_config
+    from robot_rl.learn.benchmark import LearningBenchConfig, OutDirInUse, bench_learning, quick_config
 
     given = {k: v for k, v in {
         "arms": args.arms.split(",") if args.arms else None, "episodes": args.episodes, "seeds": args.seeds,
@@ -160,7 +160,11 @@ def _bench_learning(args) -> int:
     if human:
         given["human"] = human
     config = quick_config(**given) if args.quick else LearningBenchConfig(**given)
-    bench_learning(config, args.json, args.plot, quick=args.quick, resume=args.resume)
+    try:
+        bench_learning(config, args.json, args.plot, quick=args.quick, resume=args.resume)
+    except OutDirInUse as exc:
+        print(f"robot-rl bench learning: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

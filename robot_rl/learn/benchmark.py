@@ -37,6 +37,8 @@ updates that used the first N episodes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -681,11 +683,49 @@ def measured_runs(config: LearningBenchConfig, json_path: str, quick: bool = Fal
     return runs, float(earlier.get("wall_s_total") or 0.0)
 
 
+class OutDirInUse(RuntimeError):
+    """Another benchmark holds the ``--out-dir`` (``out_dir_lock``)."""
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: str):
+    """Holds ``<out_dir>/.lock`` for one benchmark. Each run starts by clearing its run directory and
+    the evaluator rewrites its ``eval.jsonl``, so a second benchmark on the same ``--out-dir`` would
+    delete the first one's runs and interleave their files (it happened: a resumed benchmark read
+    the other's half-written evaluations). The lock is an flock: it goes with the process that held
+    it, so a benchmark that was killed leaves nothing to clean up."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise OutDirInUse(f"--out-dir {out}: another bench learning (pid {holder}) is running in it; "
+                               f"give this one its own --out-dir (its runs would delete that one's)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str | None = None, quick: bool = False,
                    echo=print, resume: bool = False) -> dict:
     """Every arm for every seed (the report is rewritten after each run). ``resume``: keep the runs
     that the report already at ``json_path`` holds for the same settings (``measured_runs``) and
-    measure only the missing ones, so that a stopped benchmark goes on or one seed grows to three."""
+    measure only the missing ones, so that a stopped benchmark goes on or one seed grows to three.
+    One benchmark at a time per ``config.out_dir`` (``out_dir_lock``)."""
+    with out_dir_lock(config.out_dir):
+        return _bench_learning(config, json_path, plot_path, quick, echo, resume)
+
+
+def _bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str | None, quick: bool,
+                    echo, resume: bool) -> dict:
     earlier, earlier_s = measured_runs(config, json_path, quick) if resume else ({}, 0.0)
     echo(f"bench learning: arms {config.arms}, {config.episodes} episodes x {config.seeds} seeds, evaluated every "
          f"{config.eval_every} episodes on {config.eval_seeds} held-out layouts x {len(config.tasks)} tasks; "

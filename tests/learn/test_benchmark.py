@@ -5,8 +5,9 @@ from dataclasses import asdict
 
 import pytest
 
-from robot_rl.learn.benchmark import (HIL_DEMO_PHASE, LearningBenchConfig, TaskSchedule, arm_ppo_settings,
-                                     bench_learning, demos_dir_name, episodes_to_reach, goals, quick_config)
+from robot_rl.learn.benchmark import (HIL_DEMO_PHASE, LearningBenchConfig, OutDirInUse, TaskSchedule,
+                                     arm_ppo_settings, bench_learning, demos_dir_name, episodes_to_reach, goals,
+                                     out_dir_lock, quick_config)
 
 
 def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, tiny_export, tiny_critic):
@@ -95,6 +96,20 @@ def test_goals_are_checked_on_the_measured_curves():
     strong = goals({"progress": arm([0.85, 0.8, 0.75, 0.7]), "progress+hil": arm([0.85, 0.85, 0.9, 0.9])})
     assert strong["progress+hil_reaches_0.8_in_two_thirds_of_progress"] is None
     assert strong["progress+hil_final_at_least_0.9"] is True
+
+
+def test_a_second_benchmark_on_the_same_out_dir_is_refused_and_deletes_nothing(tmp_path):
+    out = tmp_path / "runs"
+    earlier = out / "progress" / "seed0" / "learner" / "eval.jsonl"  # a run of the benchmark that holds the dir
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"episodes": 0}\n')
+    config = LearningBenchConfig(arms=["progress"], seeds=1, out_dir=str(out))
+    with out_dir_lock(str(out)):
+        with pytest.raises(OutDirInUse, match=r"--out-dir .*runs: another bench learning \(pid \d+\)"):
+            bench_learning(config, str(tmp_path / "second.json"), echo=lambda *_: None)
+    assert earlier.read_text() == '{"episodes": 0}\n' and not (tmp_path / "second.json").exists()
+    with out_dir_lock(str(out)):  # released when its holder is done: the next benchmark takes it
+        pass
 
 
 def test_the_hil_arm_has_its_demo_phase_and_the_run_overrides_win():

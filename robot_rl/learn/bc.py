@@ -85,10 +85,10 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return images[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-
 def shift_frames(images: dict[str, torch.Tensor], pad: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """``random_shift`` of every camera's frames, the cameras drawn in order from one ``generator``."""
     return {c: random_shift(v, pad, generator) for c, v in images.items()}
+
 
 OBJECT_HEAD_LR_SCALE = 10.0  # the auxiliary head's learning rate, in units of the policy's
 

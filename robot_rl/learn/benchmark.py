@@ -693,7 +693,7 @@ def out_dir_lock(out_dir: str):
     the evaluator rewrites its ``eval.jsonl``, so a second benchmark on the same ``--out-dir`` would
     delete the first one's runs and interleave their files (it happened: a resumed benchmark read
     the other's half-written evaluations). The lock is an flock: it goes with the process that held
-    it, so a benchmark that was killed leaves nothing to clean up."""
+    it and is released when the file closes, so a benchmark that was killed leaves nothing to clean up."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "a+") as f:
@@ -708,10 +708,7 @@ def out_dir_lock(out_dir: str):
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        yield
 
 
 def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str | None = None, quick: bool = False,
@@ -721,11 +718,11 @@ def bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str |
     measure only the missing ones, so that a stopped benchmark goes on or one seed grows to three.
     One benchmark at a time per ``config.out_dir`` (``out_dir_lock``)."""
     with out_dir_lock(config.out_dir):
-        return _bench_learning(config, json_path, plot_path, quick, echo, resume)
+        return _measure_and_report(config, json_path, plot_path, quick, echo, resume)
 
 
-def _bench_learning(config: LearningBenchConfig, json_path: str, plot_path: str | None, quick: bool,
-                    echo, resume: bool) -> dict:
+def _measure_and_report(config: LearningBenchConfig, json_path: str, plot_path: str | None, quick: bool,
+                        echo, resume: bool) -> dict:
     earlier, earlier_s = measured_runs(config, json_path, quick) if resume else ({}, 0.0)
     echo(f"bench learning: arms {config.arms}, {config.episodes} episodes x {config.seeds} seeds, evaluated every "
          f"{config.eval_every} episodes on {config.eval_seeds} held-out layouts x {len(config.tasks)} tasks; "

@@ -152,7 +152,8 @@ def _bench_learning(args) -> int:
         "eval_every": args.eval_every, "eval_seeds": args.eval_seeds, "tasks": args.task or None,
         "policy": args.policy, "critic": args.critic, "out_dir": args.out_dir, "execute_steps": args.execute_steps,
         "episodes_per_update": args.episodes_per_update, "demos_per_task": args.demos_per_task,
-        "demo_behaviour": args.demo_behaviour, "task_schedule": args.task_schedule}.items() if v is not None}
+        "demo_behaviour": args.demo_behaviour, "task_schedule": args.task_schedule,
+        "settle_steps": args.settle_steps}.items() if v is not None}
     learner = _learner_overrides(args.set)
     if learner:
         given["learner"] = learner
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--critic", help="progress critic (default policies/sim_critic)")
     b.add_argument("--execute-steps", type=int, help="chunk points executed per policy query (default 4)")
     b.add_argument("--episodes-per-update", type=int, help="default 5")
+    b.add_argument("--settle-steps", type=int,
+                   help="steps a training episode goes on after success, the arm holding, so that the critic sees "
+                        "the finished task (default 5; 0: end at success, as before design-note item 42)")
     b.add_argument("--demos-per-task", type=int, help="oracle demonstrations preloaded for demo replay (default 200, the starting policy's own)")
     b.add_argument("--demo-behaviour", choices=["oracle", "dart"],
                    help="how those demonstrations are collected (default oracle; dart: with recoveries, `collect --behaviour dart`)")

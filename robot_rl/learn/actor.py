@@ -16,6 +16,19 @@ chunk when it gets control back. With a ``failure_states`` bank, the world state
 saved and an episode starts from a saved state with probability ``return_probability``
 (return-and-explore). The hand-over blend of the safety node is not modelled: the simulated arm's
 position servos smooth a jump of one step.
+
+The end of an episode. On a robot the episode node ends an episode when the progress critic's done
+fires (or at the time limit, or on an operator's event), so the critic sees the frames where the task
+is done. Here the simulator's ground truth says when the task is done, and it must not reach the
+learner: a recorded episode goes on for ``settle_steps`` control steps after the first successful
+state, the arm holding its last command (recorded as holds: no policy decision, no human), so that the
+learner's critic sees the finished task and its done can fire, as on the 5-step settle tail of the
+demonstrations ``robot-rl collect`` records, which the critic was trained on. A hold's reward goes to
+the decision before it (``learn/ppo.py`` section 4), so the done's bonus is credited to the chunk that
+finished the task, and to no policy decision when the human finished it. ``meta.extra["success_step"]``
+is the first row that shows success (ground truth, for reports only, as in collected episodes).
+Without the tail the last recorded frame was the one *before* the successful step, and the critic's
+done fired on a tenth of the successful episodes (docs/learning-benchmark.md item 42).
 """
 
 from __future__ import annotations
@@ -30,8 +43,11 @@ from robot_rl.sim.world import WorldConfig
 class SimActor:
     def __init__(self, policy: Policy, cameras: list[str], image_width: int, image_height: int,
                  control_rate_hz: float = 10.0, execute_steps: int = 1, robot: str = "sim", human=None,
-                 failure_states=None, return_probability: float = 0.5):
+                 failure_states=None, return_probability: float = 0.5, settle_steps: int = 5):
+        if settle_steps < 0:
+            raise ValueError(f"settle_steps {settle_steps}: expected 0 (end at success) or more control steps")
         self.policy, self.cameras, self.execute_steps, self.robot = policy, list(cameras), max(1, execute_steps), robot
+        self.settle_steps = settle_steps
         self.world = TabletopWorld(WorldConfig(control_rate_hz=control_rate_hz, cameras=list(cameras),
                                                image_width=image_width, image_height=image_height))
         self.human = human
@@ -76,8 +92,18 @@ class SimActor:
         steps = max_steps or int(TASKS[task].max_duration_s * w.config.control_rate_hz)
         chunk, obs_step, version, k = None, -1, -1, 0
         success, engaged, interventions, executed = False, False, 0, None
-        for t in range(steps):
+        settle = self.settle_steps if record else 0  # unrecorded runs (evaluation) end at success
+        for t in range(steps + settle):
+            if t >= steps and not success:
+                break  # the time limit; only a settle tail runs past it
             q = w.joint_positions()
+            if success:  # the settle tail: the arm holds while the critic looks (recorded runs only)
+                writer.add({c: w.render(c) for c in self.cameras}, q, executed, w.time,
+                           extras={"policy_version": -1, "obs_step": -1, "chunk_step": -1, "progress": w.task_progress()})
+                w.step(executed)
+                if t + 1 >= meta.extra["success_step"] + settle:
+                    break
+                continue
             query = chunk is None or k >= min(self.execute_steps, chunk.horizon)
             images = {c: w.render(c) for c in self.cameras} if record or query else {}
             if query:
@@ -116,7 +142,9 @@ class SimActor:
             w.step(executed)
             if w.success():
                 success = True  # ground truth: only reported (meta.success), the learner uses the critic
-                break
+                meta.extra["success_step"] = t + 1  # the next row is the first that shows it
+                if not settle:
+                    break
         if not record:
             return success
         meta.extra["interventions"] = interventions

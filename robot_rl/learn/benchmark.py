@@ -135,6 +135,10 @@ class LearningBenchConfig:
     execute_steps: int = 4  # chunk points executed per policy query, in training and evaluation
     episodes_per_update: int = 5
     max_lag_updates: int = 1  # the actor waits when further ahead of its weights than this
+    # control steps a training episode goes on after success, the arm holding, so that the critic sees the
+    # finished task and its done can fire (SimActor; 0: the episode ends at success and the done fired on
+    # a tenth of the successes, as in every run before design-note item 42)
+    settle_steps: int = 5
     demos_per_task: int = 200  # oracle demonstrations preloaded for demo replay (the starting policy's own 200 per task)
     # how those demonstrations are collected: "oracle", or "dart" (the oracle's labels on perturbed states,
     # item 38) for a starting policy trained on such demonstrations
@@ -153,6 +157,8 @@ class LearningBenchConfig:
         self.tasks = [get_task(t).name for t in self.tasks]
         if self.episodes < 1 or self.seeds < 1 or self.eval_every < 1 or self.eval_seeds < 1:
             raise ValueError("episodes, seeds, eval_every and eval_seeds must be at least 1")
+        if self.settle_steps < 0:
+            raise ValueError(f"settle_steps {self.settle_steps}: expected 0 (end at success) or more control steps")
         if self.demo_behaviour not in DEMO_BEHAVIOURS:
             raise ValueError(f"demo_behaviour {self.demo_behaviour!r}: expected one of {list(DEMO_BEHAVIOURS)}")
         if self.task_schedule not in TASK_SCHEDULES:
@@ -222,7 +228,7 @@ def _actor_main(spec: dict) -> None:
         banks = {t: FailureStates(run_dir / "failure_states" / t, seed=spec["seed"]) for t in spec["tasks"]}
     actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"],
                      spec["execute_steps"], robot="bench", human=human, failure_states=banks,
-                     return_probability=spec["return_probability"])
+                     return_probability=spec["return_probability"], settle_steps=spec["settle_steps"])
     keys = ClientKeys(spec["robot_secret"], spec["learner_public"])
     listener = WeightsListener(spec["weights_address"], keys,
                                lambda v, c, b: policy.load_weights(v, c, b, workdir=str(run_dir / "actor_weights")))
@@ -468,7 +474,7 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
     actor = ctx.Process(target=_actor_main, name=f"actor-{arm_name}-{seed}", daemon=True, args=({
         **common, "episodes": config.episodes, "episodes_per_update": config.episodes_per_update,
         "max_lag_updates": config.max_lag_updates, "human": dict(config.human) if arm.human else None,
-        "task_schedule": config.task_schedule,
+        "task_schedule": config.task_schedule, "settle_steps": config.settle_steps,
         "return_and_explore": arm.return_and_explore, "return_probability": config.return_probability,
         "robot_secret": keys["robot_secret"], "learner_public": keys["learner_public"],
         "episodes_address": learner.inbox.address, "weights_address": learner.publisher.address},))
@@ -518,6 +524,12 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
         "learner": {
             "updates": len(updates), "version": learner.version, **{k: learner.counters[k] for k in
                                                                     ("dropped_stale", "human_steps", "decisions")},
+            # of the training episodes that succeeded (ground truth), the share whose reward had the
+            # critic's done, and of those that failed, the share with a false done (item 42)
+            "critic_done_on_success": _share(learner.counters["critic_done_on_success"],
+                                             learner.counters["reported_successes"]),
+            "critic_done_on_failure": _share(learner.counters["critic_done_on_failure"],
+                                             learner.counters["episodes"] - learner.counters["reported_successes"]),
             "demo_buffer": len(learner.demos),
             "demo_steps": learner_cfg.ppo.demo_steps if len(learner.demos) else 0,
             "demo_phase_nll_mean": _mean([u["demo_phase_nll"] for u in updates if "demo_phase_nll" in u]),
@@ -538,6 +550,10 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _mean(values) -> float | None:
     values = [float(v) for v in values]
     return float(np.mean(values)) if values else None
+
+
+def _share(count: int, total: int) -> float | None:
+    return round(count / total, 3) if total else None
 
 
 # -- the whole benchmark -------------------------------------------------------------------------
@@ -615,7 +631,7 @@ def plot(summary: dict, path: str, title: str) -> None:
 # Settings a resumed benchmark may change: which runs it holds, not how each run is made.
 RESUME_MAY_CHANGE = ("arms", "seeds", "out_dir")
 # Benchmark settings added after reports were written, with the value those reports ran with.
-CONFIG_ADDED_LATER = {"task_schedule": "round_robin", "demo_behaviour": "oracle"}
+CONFIG_ADDED_LATER = {"task_schedule": "round_robin", "demo_behaviour": "oracle", "settle_steps": 0}
 
 
 def _settings_before_they_were_recorded(config: LearningBenchConfig, overrides: dict | None, arm: str) -> dict:

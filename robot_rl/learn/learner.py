@@ -207,7 +207,10 @@ class Learner:
         self.version = 0
         self.updates = 0
         self.counters = {"episodes": 0, "steps": 0, "dropped_stale": 0, "dropped_unreadable": 0, "decisions": 0,
-                         "human_steps": 0, "skipped_batches": 0}
+                         "human_steps": 0, "skipped_batches": 0,
+                         # the critic's done against the episodes' recorded outcome (simulator ground truth or
+                         # the operator's event): whether the reward sees the successes (reported, not learned from)
+                         "reported_successes": 0, "critic_done_on_success": 0, "critic_done_on_failure": 0}
         self.used: list[str] = []  # episode ids of updates since the last checkpoint
         c = self.model.config
         self.demos = DemoBuffer(c.cameras, (c.image_height, c.image_width), len(c.joint_names), c.chunk_length,
@@ -386,6 +389,8 @@ class Learner:
                                           intervention_penalty=cfg.ppo.intervention_penalty)
             report["returns"].append(float(rewards[: done].sum() if done else rewards.sum()))
             report["success"].append(float(e.meta.success))  # ground truth: reported, never learned from
+            self.counters["reported_successes"] += bool(e.meta.success)
+            self.counters["critic_done_on_success" if e.meta.success else "critic_done_on_failure"] += done is not None
             report["intervention_rate"].append(float(e.intervention.mean()) if len(e) else 0.0)
             self.counters["episodes"] += 1
             self.counters["steps"] += len(e)

@@ -115,6 +115,22 @@ def test_behaviour_log_probs_are_recomputed_so_the_first_ratio_is_one(tmp_path, 
     learner.close()
 
 
+
+def test_the_learner_counts_whether_the_critics_done_saw_the_reported_successes(tmp_path, tiny_export, tiny_critic,
+                                                                                learner_keys):
+    """A reward that never sees the successes teaches nothing; the counters make that visible."""
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, reward_from="episode"),
+                      log_fn=lambda *_: None)
+    episodes = sim_episodes(tiny_export, 4)
+    for i, e in enumerate(episodes):
+        e.extras["reward"] = np.zeros(len(e), np.float32)
+        e.meta.success = i < 3  # three successes reported (in sim: ground truth) ...
+        e.meta.extra["critic_done"] = i in (0, 3)  # ... one of which the done saw, and one false alarm
+    learner.prepare(episodes)
+    c = learner.counters
+    assert (c["reported_successes"], c["critic_done_on_success"], c["critic_done_on_failure"]) == (3, 1, 1)
+    learner.close()
+
 @pytest.mark.parametrize("decoupled", [True, False])
 def test_decoupled_ratio_starts_at_one_for_episodes_of_the_previous_version(tmp_path, tiny_export, tiny_critic,
                                                                            learner_keys, decoupled):

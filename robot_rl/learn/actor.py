@@ -28,7 +28,7 @@ the decision before it (``learn/ppo.py`` section 4), so the done's bonus is cred
 finished the task, and to no policy decision when the human finished it. ``meta.extra["success_step"]``
 is the first row that shows success (ground truth, for reports only, as in collected episodes).
 Without the tail the last recorded frame was the one *before* the successful step, and the critic's
-done fired on a tenth of the successful episodes (docs/learning-benchmark.md item 42).
+done fired on a tenth to a sixth of the successful episodes (docs/learning-benchmark.md item 42).
 """
 
 from __future__ import annotations

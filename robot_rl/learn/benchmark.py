@@ -137,7 +137,7 @@ class LearningBenchConfig:
     max_lag_updates: int = 1  # the actor waits when further ahead of its weights than this
     # control steps a training episode goes on after success, the arm holding, so that the critic sees the
     # finished task and its done can fire (SimActor; 0: the episode ends at success and the done fired on
-    # a tenth of the successes, as in every run before design-note item 42)
+    # a tenth to a sixth of the successes, as in every run before design-note item 42)
     settle_steps: int = 5
     demos_per_task: int = 200  # oracle demonstrations preloaded for demo replay (the starting policy's own 200 per task)
     # how those demonstrations are collected: "oracle", or "dart" (the oracle's labels on perturbed states,

@@ -39,6 +39,9 @@ from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
 from robot_rl.sim.world import WorldConfig
 
+# the per-step extras of a step no policy chunk produced (a human's, or a hold): no decision for PPO
+NO_DECISION = {"policy_version": -1, "obs_step": -1, "chunk_step": -1}
+
 
 class SimActor:
     def __init__(self, policy: Policy, cameras: list[str], image_width: int, image_height: int,
@@ -92,18 +95,8 @@ class SimActor:
         steps = max_steps or int(TASKS[task].max_duration_s * w.config.control_rate_hz)
         chunk, obs_step, version, k = None, -1, -1, 0
         success, engaged, interventions, executed = False, False, 0, None
-        settle = self.settle_steps if record else 0  # unrecorded runs (evaluation) end at success
-        for t in range(steps + settle):
-            if t >= steps and not success:
-                break  # the time limit; only a settle tail runs past it
+        for t in range(steps):
             q = w.joint_positions()
-            if success:  # the settle tail: the arm holds while the critic looks (recorded runs only)
-                writer.add({c: w.render(c) for c in self.cameras}, q, executed, w.time,
-                           extras={"policy_version": -1, "obs_step": -1, "chunk_step": -1, "progress": w.task_progress()})
-                w.step(executed)
-                if t + 1 >= meta.extra["success_step"] + settle:
-                    break
-                continue
             query = chunk is None or k >= min(self.execute_steps, chunk.horizon)
             images = {c: w.render(c) for c in self.cameras} if record or query else {}
             if query:
@@ -130,8 +123,7 @@ class SimActor:
                 executed = human_target
                 if record:
                     writer.add(images, q, executed, w.time, intervention=True,
-                               extras={"policy_version": -1, "obs_step": -1, "chunk_step": -1,
-                                       "progress": w.task_progress()})
+                               extras={**NO_DECISION, "progress": w.task_progress()})
                 chunk = None  # the policy starts afresh when it gets control back
             else:
                 executed = target
@@ -142,11 +134,15 @@ class SimActor:
             w.step(executed)
             if w.success():
                 success = True  # ground truth: only reported (meta.success), the learner uses the critic
-                meta.extra["success_step"] = t + 1  # the next row is the first that shows it
-                if not settle:
-                    break
+                break
         if not record:
             return success
+        if success:
+            meta.extra["success_step"] = t + 1  # the next row is the first that shows it
+            for _ in range(self.settle_steps):  # the settle tail: the arm holds while the critic looks
+                writer.add({c: w.render(c) for c in self.cameras}, w.joint_positions(), executed, w.time,
+                           extras={**NO_DECISION, "progress": w.task_progress()})
+                w.step(executed)
         meta.extra["interventions"] = interventions
         return writer.episode(success)
 

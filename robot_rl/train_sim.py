@@ -79,6 +79,8 @@ def prepare(config: TrainSimConfig) -> tuple[Path, dict[str, str]]:
             "task": config.task, "seed": str(config.seed), "policy_path": str(Path(learner["policy"]).resolve())
             if Path(learner["policy"]).is_dir() else "",
             "return_and_explore": str(bool(hil.get("return_and_explore", False))).lower(),
+            # the policy explores as the learner will score it (learn/ppo.py section 9)
+            "explore_noise": str((learner.get("ppo") or {}).get("exploration", "step")),
             **{k: str(v) for k, v in config.launch_args.items()}}
     return run, args
 

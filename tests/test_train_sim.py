@@ -39,3 +39,23 @@ def test_train_sim_runs_the_whole_loop_and_the_policy_runs_learnt_weights(tmp_pa
     for tag in ("success", "return", "intervention_rate", "policy_loss", "value_loss", "approx_kl", "clip_fraction",
                 "episodes_per_s", "steps_per_s", "publish_ms"):
         assert f"learner/{tag}" in tags, sorted(tags)
+
+
+def test_the_policy_explores_and_the_recorder_labels_episodes_as_the_learner_scores_them(tmp_path):
+    """The learner's ``ppo.exploration`` reaches the policy node's ``explore_noise`` and the episode
+    node's ``exploration`` label through the launch file, so a chunk-noise learner never gets episodes
+    it would score as step noise (learn/ppo.py section 9)."""
+    import yaml
+
+    from robot_rl.launcher import parse_launch
+    from robot_rl.paths import data_path
+    from robot_rl.train_sim import TrainSimConfig, prepare
+
+    learner_yaml = tmp_path / "learner.yaml"
+    learner_yaml.write_text(yaml.safe_dump({"learner": {"ppo": {"exploration": "chunk"}}}))
+    for source, noise in (("", "step"), (str(learner_yaml), "chunk")):
+        _, args = prepare(TrainSimConfig(run_dir=str(tmp_path / f"run-{noise}"), learner_config=source))
+        assert args["explore_noise"] == noise
+        nodes = {n.name: n for n in parse_launch(data_path("launch", "train_sim_launch.yaml"), args)}
+        assert ("value", "explore_noise:=" + noise) in nodes["policy"].params
+        assert ("value", "exploration:=" + noise) in nodes["episode"].params

@@ -56,6 +56,7 @@ class RecorderConfig:
     joint_history: int = 2000  # joint states kept (4 s of a 500 Hz arm driver)
     joint_sync_tolerance_s: float = 0.05  # as the policy node's: joints nearest the frames, at most this far
     robot: str = "robot"
+    exploration: str | None = "step"  # how the policy's chunks were drawn (learn/ppo.py section 9); None: no noise
 
 
 @dataclass
@@ -135,7 +136,7 @@ class EpisodeRecorder:
         c = self.config
         meta = EpisodeMeta(new_episode_id(task or "episode", max(seed, 0)), task, instruction, seed, False, "rl",
                            list(c.cameras), c.image_height, c.image_width, list(c.joint_names), c.control_rate_hz,
-                           extra={"robot": c.robot, **(extra or {})})
+                           extra={"robot": c.robot, "exploration": c.exploration, **(extra or {})})
         self.current = _Current(EpisodeWriter("", meta), now)
         self.pending_end, self.pending = None, None
         return meta.episode_id

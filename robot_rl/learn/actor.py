@@ -85,7 +85,9 @@ class SimActor:
         restored = self._start(task, seed)
         instruction = TASKS[task].instruction
         self.policy.reset(instruction)
-        extra = {"robot": self.robot}
+        # how the policy explored, for the learner's log-probabilities (learn/ppo.py section 9); None: it did not
+        extra = {"robot": self.robot, "exploration": getattr(self.policy, "explore_noise", "step")
+                 if getattr(self.policy, "explore", False) else None}
         if restored:
             extra["restored_state"] = restored
         meta = EpisodeMeta(new_episode_id(task, seed), task, instruction, seed, False, "policy", list(self.cameras),

@@ -190,11 +190,11 @@ def quick_config(**overrides) -> LearningBenchConfig:
 
 
 # -- the processes -------------------------------------------------------------------------------
-def _policy(path: str, explore: bool, seed: int):
+def _policy(path: str, explore: bool, seed: int, explore_noise: str = "step"):
     from robot_rl.policy.base import PolicyConfig, make_policy
 
     return make_policy(PolicyConfig(type="vla", options={"path": path, "backend": "torch", "explore": explore,
-                                                         "explore_seed": seed}))
+                                                         "explore_seed": seed, "explore_noise": explore_noise}))
 
 
 def _orphaned(spec: dict) -> bool:
@@ -214,7 +214,7 @@ def _actor_main(spec: dict) -> None:
 
     torch.set_num_threads(spec["threads"])
     run_dir = Path(spec["run_dir"])
-    policy = _policy(spec["policy"], True, spec["seed"])
+    policy = _policy(spec["policy"], True, spec["seed"], spec["exploration"])
     m = policy.metadata
     human = banks = None
     if spec["human"] is not None:
@@ -405,7 +405,7 @@ DEFAULTS_BEFORE_LEARNER_SETTINGS = {"ppo": {"value_steps": 0}}
 # Settings added after a report was written: the value that does what the code did before the field
 # existed, so a report that does not record one ran with it (and a run asking for another value is
 # refused). Each new field of PPOConfig or RewardConfig goes here.
-SETTINGS_ADDED_LATER = {"ppo": {"anchor_coef": 0.0, "objects_coef": 0.0}}
+SETTINGS_ADDED_LATER = {"ppo": {"anchor_coef": 0.0, "objects_coef": 0.0, "exploration": "step"}}
 
 
 def _keep_or_drop_episodes(learner_dir: Path, keep: bool) -> None:
@@ -475,6 +475,7 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
         **common, "episodes": config.episodes, "episodes_per_update": config.episodes_per_update,
         "max_lag_updates": config.max_lag_updates, "human": dict(config.human) if arm.human else None,
         "task_schedule": config.task_schedule, "settle_steps": config.settle_steps,
+        "exploration": learner_cfg.ppo.exploration,  # the actor draws its noise as the learner will score it
         "return_and_explore": arm.return_and_explore, "return_probability": config.return_probability,
         "robot_secret": keys["robot_secret"], "learner_public": keys["learner_public"],
         "episodes_address": learner.inbox.address, "weights_address": learner.publisher.address},))

@@ -206,7 +206,7 @@ class Learner:
         self.versions = VersionStore(config.ppo.max_staleness + 1)
         self.version = 0
         self.updates = 0
-        self.counters = {"episodes": 0, "steps": 0, "dropped_stale": 0, "dropped_unreadable": 0, "decisions": 0,
+        self.counters = {"episodes": 0, "steps": 0, "dropped_stale": 0, "dropped_unreadable": 0, "dropped_exploration": 0, "decisions": 0,
                          "human_steps": 0, "skipped_batches": 0,
                          # the critic's done against the episodes' recorded outcome (simulator ground truth or
                          # the operator's event): whether the reward sees the successes (reported, not learned from)
@@ -376,6 +376,15 @@ class Learner:
                 self.log(f"episode {e.meta.episode_id}: acted by version {int(acted.min())}, learner at {self.version} "
                          f"(max_staleness {cfg.ppo.max_staleness}): dropped")
                 continue
+            # step noise for episodes from before the field; None: the policy did not explore
+            noise = e.meta.extra.get("exploration", "step")
+            if noise is not None and noise != cfg.ppo.exploration and (versions >= 0).any():
+                # its log-probabilities would be taken for noise it was not drawn with (ppo.py section 9)
+                self.counters["dropped_exploration"] += 1
+                self.log(f"episode {e.meta.episode_id}: its policy explored with {noise!r} noise, the learner's "
+                         f"ppo.exploration is {cfg.ppo.exploration!r}: dropped (set the policy's explore_noise "
+                         f"and the learner's ppo.exploration alike)")
+                continue
             if cfg.reward_from == "episode":
                 if "reward" not in e.extras:
                     raise EpisodeFormatError(f"episode {e.meta.episode_id} has no 'reward' array (reward_from: episode)")
@@ -413,12 +422,13 @@ class Learner:
             return None
         # behaviour log-probabilities from the weights that acted (the current model's own for rows
         # of the current version: one pass gives those and every value), values from the current weights
-        old, values = evaluate_rows(self.model, d, self._embed)
+        noise = self.config.ppo.exploration
+        old, values = evaluate_rows(self.model, d, self._embed, exploration=noise)
         prox = old.copy()  # the proximal policy: these weights, before the update (ppo.py section 3)
         for v in np.unique(d.version[d.version != self.version]):
             rows = np.nonzero(d.version == v)[0]
             self.behaviour.load_state_dict(self.versions.get(int(v)))
-            old[rows] = evaluate_rows(self.behaviour, _subset(d, rows), self._embed)[0]
+            old[rows] = evaluate_rows(self.behaviour, _subset(d, rows), self._embed, exploration=noise)[0]
         next_values = np.zeros(len(d), np.float32)
         next_values[:-1] = values[1:]
         for i, e in enumerate(d.episodes):

@@ -101,6 +101,22 @@
    anchor pulls back what the advantage noise moves and lets stay what the advantages agree on, so
    that the larger steps of ``ratio_per_dimension`` can be taken without the collapse they caused
    unanchored. 0 (the default) turns it off and loads no second model.
+
+9. Exploration noise, and the chunk's log-probability
+   ``exploration`` must say how the exploring policy drew its chunks (``explore_noise`` of the
+   ``vla`` policy; the learner drops episodes that record another, ``dropped_exploration``). With
+   ``step`` (the default) every executed point and dimension was drawn independently, and the
+   log-probability is section 2's sum over them. White noise at the control rate is mostly averaged
+   away by a position-controlled arm, so where the episode goes says little about the noise, while
+   the ratio sums 4 points x P dimensions of it. With ``chunk`` one number per dimension moved every
+   point of the chunk by that many of its own standard deviations: an offset held over the chunk's
+   steps, which moves the arm as far as one noisy point would but consistently. Its log-probability
+   is that of a P-dimensional Gaussian over the offset: z_p = the mean over the executed points of
+   (target - mean) / std, log N(z_p; 0, 1) minus the mean log-std over those points, summed over p.
+   Under the weights that acted every executed point gives the same z_p, so this is the exact
+   density of the draw; under other weights it is the density of the mean offset they imply (a
+   projection: differences between the points' offsets are not penalised). The chunk's ratio then
+   has P dimensions instead of 4 x P, and its entropy is that of the offset.
 """
 
 from __future__ import annotations
@@ -116,6 +132,7 @@ from robot_rl.data.episodes import Episode
 from robot_rl.learn.bc import shift_frames
 from robot_rl.learn.device import model_device, to_device
 from robot_rl.policy.vla import VLAModel
+from robot_rl.policy.vla_policy import EXPLORATION_NOISES
 
 NOT_POLICY = -1  # policy_version / obs_step / chunk_step of a step no policy chunk produced
 
@@ -151,6 +168,7 @@ class PPOConfig:
     value_minibatch_size: int = 64
     anchor_coef: float = 0.0  # weight of KL(policy || starting policy) per executed dimension (section 8; 0: off)
     objects_coef: float = 0.0  # demo phase: weight of the object-position auxiliary loss (section 6; 0: off)
+    exploration: str = "step"  # how the exploring policy drew its chunks: step | chunk (section 9)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.demo_human_fraction <= 1.0:
@@ -159,6 +177,9 @@ class PPOConfig:
             raise ValueError(f"ppo.anchor_coef {self.anchor_coef}: expected 0 (off) or a positive weight")
         if self.objects_coef < 0:
             raise ValueError(f"ppo.objects_coef {self.objects_coef}: expected 0 (off) or a positive weight")
+        if self.exploration not in EXPLORATION_NOISES:
+            raise ValueError(f"ppo.exploration {self.exploration!r}: expected one of {EXPLORATION_NOISES} "
+                             "(the exploring policy's explore_noise)")
 
 
 @dataclass
@@ -263,18 +284,35 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, discou
 
 
 def chunk_log_prob(model: VLAModel, images, joints, text, actions, mask, hold_std: bool = False,
-                   outputs: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   outputs: tuple | None = None, exploration: str = "step") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log-probability of the executed positions, value, entropy per decision); ``hold_std``: no
     gradient reaches the log-std; ``outputs``: the model's ``forward_normalised`` on these rows, when
-    the caller has it already."""
+    the caller has it already; ``exploration``: how the chunk was drawn (section 9)."""
     mean, log_std, value = outputs if outputs is not None else model.forward_normalised(images, joints, text)
     if hold_std:
         log_std = log_std.detach()
     target = model.normalise_target(actions, joints)
-    per_position = -0.5 * ((target - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    if exploration == "chunk":  # section 9: the density of the chunk's offset, P dimensions
+        points = mask.sum(-1, keepdim=True).clamp_min(1)  # (N, 1)
+        offset = (((target - mean) / log_std.exp()) * mask[..., None]).sum(-2) / points  # (N, P)
+        mean_log_std = (log_std * mask[..., None]).sum(-2) / points
+        log_prob = (-0.5 * offset ** 2 - mean_log_std - half_log_2pi).sum(-1)
+        entropy = (log_std.mean(-2) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+        return log_prob, value, entropy
+    per_position = -0.5 * ((target - mean) / log_std.exp()) ** 2 - log_std - half_log_2pi
     log_prob = (per_position.sum(-1) * mask).sum(-1)
     entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(dim=(-2, -1))
     return log_prob, value, entropy
+
+
+def ratio_dimensions(mask: torch.Tensor, joints: int, points: int, exploration: str) -> torch.Tensor:
+    """What ``ratio_per_dimension`` divides a decision's log-ratio by: executed points x joints with
+    ``step`` noise (the joint count, as it always has, also for a cartesian policy's P = 5), the P
+    dimensions of the offset with ``chunk`` noise (section 9)."""
+    if exploration == "chunk":
+        return torch.full_like(mask[:, 0], float(points))
+    return (mask.sum(-1) * joints).clamp_min(1)
 
 
 def anchor_kl(mean: torch.Tensor, log_std: torch.Tensor, ref_mean: torch.Tensor, ref_log_std: torch.Tensor,
@@ -309,14 +347,15 @@ def tensors(d: Decisions, rows: np.ndarray, embed, device: torch.device | None =
 
 
 @torch.no_grad()
-def evaluate_rows(model: VLAModel, d: Decisions, embed, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(log-probabilities, values) of all rows under ``model``."""
+def evaluate_rows(model: VLAModel, d: Decisions, embed, batch: int = 128,
+                  exploration: str = "step") -> tuple[np.ndarray, np.ndarray]:
+    """(log-probabilities, values) of all rows under ``model`` (``exploration``: section 9)."""
     model.eval()
     device = model_device(model)
     lps, vals = [], []
     for start in range(0, len(d), batch):
         rows = np.arange(start, min(start + batch, len(d)))
-        lp, v, _ = chunk_log_prob(model, *tensors(d, rows, embed, device))
+        lp, v, _ = chunk_log_prob(model, *tensors(d, rows, embed, device), exploration=exploration)
         lps.append(lp.cpu().numpy())
         vals.append(v.cpu().numpy())
     return np.concatenate(lps), np.concatenate(vals)
@@ -495,10 +534,12 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
             if len(rows):
                 images, joints, text, actions, mask = tensors(d, rows, embed, device)
                 outputs = model.forward_normalised(images, joints, text)
-                log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs)
+                log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs,
+                                                          exploration=config.exploration)
                 log_ratio = log_prob - torch.from_numpy(ratio_base[rows]).to(device)
                 if config.ratio_per_dimension:  # section 5: the geometric mean over executed dimensions
-                    log_ratio = log_ratio / (mask.sum(-1) * actions.shape[-1]).clamp_min(1)
+                    log_ratio = log_ratio / ratio_dimensions(mask, actions.shape[-1], outputs[0].shape[-1],
+                                                             config.exploration)
                 ratio = log_ratio.exp()
                 a = torch.from_numpy(adv[rows]).to(device)
                 w = torch.from_numpy(weight[rows]).to(device)

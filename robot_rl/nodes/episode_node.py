@@ -37,6 +37,9 @@ from robot_rl.transport.spool import Spool, SpoolFullError
 
 DEFAULTS = {
     "robot": "robot1",  # recorded in each episode; the learner's per-robot counts use its key name
+    # recorded in each episode (meta.extra.exploration): the policy node's explore_noise, "" when it does
+    # not explore; the learner drops episodes whose noise its ppo.exploration would score wrongly
+    "exploration": "step",
     "cameras": ["front", "wrist"],
     "image_width": 128,  # the policy's resolution (frames are resized to it)
     "image_height": 96,
@@ -66,7 +69,8 @@ class EpisodeNode(Node):
         self.size = (int(p["image_height"]), int(p["image_width"]))
         self.recorder = EpisodeRecorder(RecorderConfig(
             self.cameras, self.size[1], self.size[0], self.joint_names, float(p["control_rate_hz"]),
-            done_threshold=float(p["done_threshold"]), done_frames=int(p["done_frames"]), robot=p["robot"]))
+            done_threshold=float(p["done_threshold"]), done_frames=int(p["done_frames"]), robot=p["robot"],
+            exploration=p["exploration"] or None))
         self.spool = Spool(p["spool_dir"], int(p["spool_max_bytes"]) or None)
         self.uplink = None
         if p["learner_address"]:

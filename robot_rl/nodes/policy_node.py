@@ -59,6 +59,7 @@ DEFAULTS = {
     "ensemble_decay": 0.01,
     # reinforcement learning: sample chunks from the policy's Gaussian, and take the learner's weights
     "explore": False,
+    "explore_noise": "step",  # step | chunk (vla_policy.py); the learner's ppo.exploration must say the same
     "weights_address": "",  # tcp://learner:5556 (empty: no weights from a learner)
     "robot_secret_key": "",  # this robot's keys/<robot>.key_secret (robot-rl keygen)
     "learner_public_key": "",  # the learner's keys/learner.key
@@ -76,7 +77,8 @@ class PolicyNode(Node):
                               joint_names=limits.joint_names, lower=limits.lower.tolist(), upper=limits.upper.tolist(),
                               options={"path": p["policy_path"] or str(data_path("policies", "sim_default")),
                                        "backend": p["backend"], "resize": bool(p["resize_images"]),
-                                       "explore": bool(p["explore"]), "explore_seed": int(p["seed"])})
+                                       "explore": bool(p["explore"]), "explore_seed": int(p["seed"]),
+                                       "explore_noise": p["explore_noise"]})
         self.policy = make_policy(config)
         self.cameras = list(p["cameras"])
         if not self.cameras:

@@ -13,7 +13,11 @@ For reinforcement learning: ``explore`` (default False) samples each chunk from 
 (the mean plus ``exp(action_log_std) * action_std`` noise; ``explore_seed`` seeds it) instead of taking
 the mean; the noise is in the units the network predicts in, so for a ``cartesian`` export it moves the
 grip point and the arm's inverse kinematics turns that into joints (``arm_frame.py``; this needs
-torch). :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
+torch). ``explore_noise`` says how: ``step`` (default) draws every chunk point and dimension
+independently, ``chunk`` draws one number per dimension and moves every point of the chunk by that
+many of its own standard deviations (a consistent push over the chunk's steps, which the arm's
+position control does not average away). The learner must take log-probabilities the same way
+(``ppo.exploration``; episodes record it in ``meta.extra["exploration"]``). :meth:`VLAPolicy.load_weights` swaps in weights the learner published (a versioned
 safetensors state dict of the same architecture): the new backend is built first, then replaces the
 old one in a single assignment, so a control tick never waits for it and never sees half of it.
 ``version_number`` is the learner version in use (0: the export's own weights).
@@ -25,6 +29,12 @@ import numpy as np
 
 from robot_rl.policy.base import ActionChunk, Observation, Policy, PolicyConfig
 from robot_rl.policy.text import InstructionEncoder
+
+# How an exploring policy draws a chunk from ``action_log_std`` (``act``), and so how the
+# learner takes its log-probability (``learn/ppo.py`` section 9): "step", an independent draw per
+# chunk point and dimension; "chunk", one draw per dimension for the whole chunk (each point moved
+# by the same number of its own standard deviations), a consistent offset over the chunk's steps.
+EXPLORATION_NOISES = ("step", "chunk")
 
 #: outputs further than this outside the joint limits (rad / m) mean the model is broken, not just
 #: optimistic: the chunk is refused instead of being clamped by the safety layer
@@ -56,6 +66,9 @@ class VLAPolicy(Policy):
         self.path = path
         self._retired = None  # the backend replaced by the last weight swap
         self.explore = bool(config.options.get("explore", False))
+        self.explore_noise = str(config.options.get("explore_noise", "step"))
+        if self.explore_noise not in EXPLORATION_NOISES:
+            raise ValueError(f"policy 'vla' option explore_noise {self.explore_noise!r}: expected one of {EXPLORATION_NOISES}")
         self.noise = np.random.default_rng(config.options.get("explore_seed"))
         self.action_std = np.asarray(m.get("normalisation", {}).get("action_std", 1.0), np.float64)
         self.geometry = None
@@ -114,7 +127,8 @@ class VLAPolicy(Policy):
                 raise ValueError(f"policy output for joints {names} is more than {OUT_OF_RANGE_MARGIN} outside the joint limits")
         if self.explore:
             std = np.exp(np.asarray(out["action_log_std"][0], np.float64)) * self.action_std
-            noise = std * self.noise.standard_normal(std.shape)
+            draw = self.noise.standard_normal(std.shape if self.explore_noise == "step" else std.shape[-1:])
+            noise = std * draw  # "chunk": one draw per dimension, broadcast over the chunk's points
             if self.geometry is None:
                 actions = actions + noise
             else:

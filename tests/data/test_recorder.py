@@ -59,6 +59,7 @@ def test_steps_record_who_acted_which_version_which_observation_and_the_reward()
     assert arr["image_front"][0, 0, 0, 0] == 10 and arr["image_front"][1, 0, 0, 0] == 12
     assert arr["image_front"][4, 0, 0, 0] == 14 and arr["joint_positions"][4, 0] == 14
     assert episode.meta.extra["intervened_steps"] == 1 and episode.meta.extra["outcome"] == "done"
+    assert episode.meta.extra["exploration"] == "step"  # the noise the learner will score (the default)
 
 
 def test_a_decision_whose_observation_was_lost_is_not_a_decision_and_short_episodes_are_dropped():

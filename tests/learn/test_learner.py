@@ -11,7 +11,7 @@ from robot_rl.data.episodes import list_episodes
 from robot_rl.learn.actor import SimActor
 from robot_rl.learn.bc import shift_frames
 from robot_rl.learn.learner import Learner, LearnerConfig, load_start_policy, state_bytes
-from robot_rl.learn.ppo import PPOConfig, anchor_kl, episode_decisions, evaluate_rows, gae, tensors
+from robot_rl.learn.ppo import PPOConfig, anchor_kl, chunk_log_prob, episode_decisions, evaluate_rows, gae, tensors
 from robot_rl.paths import data_path
 from robot_rl.policy.base import PolicyConfig, make_policy
 from robot_rl.transport.links import EpisodeUplink, WeightsListener
@@ -79,11 +79,11 @@ def learner_config(tmp_path, tiny_export, tiny_critic, keys, **overrides) -> Lea
         "ppo": {"epochs": 2, "minibatch_size": 16, "lr": 1e-3}, **overrides})
 
 
-def sim_episodes(tiny_export, n, version=0, seed=0):
-    policy = make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "backend": "torch", "explore": True,
-                                                           "explore_seed": seed}))
+def sim_episodes(tiny_export, n, version=0, seed=0, explore_noise="step", explore=True, execute_steps=1):
+    policy = make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "backend": "torch", "explore": explore,
+                                                           "explore_seed": seed, "explore_noise": explore_noise}))
     policy.version_number = version
-    actor = SimActor(policy, ["front", "wrist"], 32, 24)
+    actor = SimActor(policy, ["front", "wrist"], 32, 24, execute_steps=execute_steps)
     try:
         return [actor.episode("reach_cube", seed + i, max_steps=12) for i in range(n)]
     finally:
@@ -169,6 +169,64 @@ def test_the_per_dimension_ratio_clips_and_limits_each_dimension_not_the_whole_c
     assert chunk["batch_decisions"] == per_dim["batch_decisions"] > 10
     assert chunk["approx_kl"] > 0.05 and 0.0 < per_dim["approx_kl"] < chunk["approx_kl"] / 4
     assert per_dim["clip_fraction"] < chunk["clip_fraction"] / 2  # measured 0.14 against 0.77
+
+
+def test_chunk_noise_moves_every_point_by_one_draw_and_is_scored_as_that_draw(tmp_path, tiny_export, tiny_critic,
+                                                                             learner_keys):
+    """``explore_noise: chunk`` moves each executed point by the same number of its own standard
+    deviations; the learner's ``chunk`` log-probability is the exact density of that P-dimensional
+    draw under the weights that acted, so the first ratio is 1 and the chunk ratio has P dimensions."""
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo={"exploration": "chunk"}),
+                      log_fn=lambda *_: None)
+    episodes = sim_episodes(tiny_export, 2, explore_noise="chunk", execute_steps=4)
+    assert {e.meta.extra["exploration"] for e in episodes} == {"chunk"}
+    d, _ = learner.prepare(episodes)
+    assert len(d) >= 4 and learner.counters["dropped_exploration"] == 0 and d.mask.sum(-1).max() == 4
+    images, joints, text, actions, mask = tensors(d, np.arange(len(d)), learner._embed)
+    with torch.no_grad():
+        mean, log_std, _ = learner.model.forward_normalised(images, joints, text)
+        z = (learner.model.normalise_target(actions, joints) - mean) / log_std.exp()  # (N, H, P)
+        log_prob, _, _ = chunk_log_prob(learner.model, images, joints, text, actions, mask, exploration="chunk")
+        step_log_prob, _, _ = chunk_log_prob(learner.model, images, joints, text, actions, mask)
+    for i in range(len(d)):
+        executed = z[i][mask[i].bool()]  # (points, P): one draw, the same at every executed point
+        assert torch.allclose(executed, executed[:1].expand_as(executed), atol=1e-3)
+        draw, points = executed[0], mask[i].bool()
+        expected = torch.distributions.Normal(0.0, 1.0).log_prob(draw).sum() - log_std[i][points].mean(0).sum()
+        assert torch.isclose(log_prob[i], expected, atol=1e-4)
+    assert not torch.allclose(log_prob, step_log_prob)  # the same chunks scored as independent points differ
+    # weights moved since the episodes were acted: the P-dimensional ratio moves far less than the
+    # chunk's 4 x P one under step noise (the same move, the same episodes, scored both ways)
+    rows = {}
+    for noise in ("chunk", "step"):
+        cfg = learner_config(tmp_path / noise, tiny_export, tiny_critic, learner_keys,
+                             ppo={"epochs": 1, "minibatch_size": 256, "lr": 0.0, "exploration": noise})
+        moved = Learner(cfg, log_fn=lambda *_: None)
+        move_to_version_one(moved, 0.02)
+        for e in episodes:
+            e.meta.extra["exploration"] = noise
+        rows[noise] = moved.update(episodes)
+        moved.close()
+    assert 0.0 < rows["chunk"]["approx_kl"] < rows["step"]["approx_kl"] / 2
+    learner.close()
+
+
+def test_episodes_explored_with_other_noise_than_the_learner_scores_are_dropped(tmp_path, tiny_export, tiny_critic,
+                                                                               learner_keys):
+    logged = []
+    learner = Learner(learner_config(tmp_path, tiny_export, tiny_critic, learner_keys, ppo={"exploration": "chunk"}),
+                      log_fn=logged.append)
+    step_noise = sim_episodes(tiny_export, 2)  # the policy's default: step
+    not_exploring = sim_episodes(tiny_export, 1, seed=7, explore=False)
+    assert [e.meta.extra["exploration"] for e in step_noise + not_exploring] == ["step", "step", None]
+    d, _ = learner.prepare(step_noise + not_exploring)
+    assert learner.counters["dropped_exploration"] == 2 and set(d.episode.tolist()) == {0}
+    assert any("explored with 'step' noise" in line and "ppo.exploration is 'chunk'" in line for line in logged), logged
+    learner.close()
+    with pytest.raises(ValueError, match=r"ppo.exploration 'pink': expected one of \('step', 'chunk'\)"):
+        PPOConfig(exploration="pink")
+    with pytest.raises(ValueError, match=r"explore_noise 'pink': expected one of"):
+        make_policy(PolicyConfig(type="vla", options={"path": str(tiny_export), "explore_noise": "pink"}))
 
 
 def test_the_demo_phase_fits_the_demonstrations_whatever_the_kl_limit(tmp_path, tiny_export, tiny_critic, learner_keys):

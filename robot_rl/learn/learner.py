@@ -206,8 +206,8 @@ class Learner:
         self.versions = VersionStore(config.ppo.max_staleness + 1)
         self.version = 0
         self.updates = 0
-        self.counters = {"episodes": 0, "steps": 0, "dropped_stale": 0, "dropped_unreadable": 0, "dropped_exploration": 0, "decisions": 0,
-                         "human_steps": 0, "skipped_batches": 0,
+        self.counters = {"episodes": 0, "steps": 0, "dropped_stale": 0, "dropped_unreadable": 0, "decisions": 0,
+                         "dropped_exploration": 0, "human_steps": 0, "skipped_batches": 0,
                          # the critic's done against the episodes' recorded outcome (simulator ground truth or
                          # the operator's event): whether the reward sees the successes (reported, not learned from)
                          "reported_successes": 0, "critic_done_on_success": 0, "critic_done_on_failure": 0}

@@ -28,7 +28,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     from robot_rl.learn.actor import SimActor
-    from robot_rl.learn.learner import critic_rewards
+    from robot_rl.learn.learner import LearnerConfig, critic_rewards
     from robot_rl.learn.ppo import step_arrays
     from robot_rl.policy.base import PolicyConfig, make_policy
     from robot_rl.reward.base import make_critic
@@ -49,7 +49,7 @@ def main() -> None:
     actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], 4)
     critic = make_critic(args.critic, allow_unseen_instructions=False)
     config = RewardConfig(success_bonus=0.0)  # the shaping alone; the done still ends the episode
-    stride = max(1, round(0.2 * m["control_rate_hz"]))
+    stride = max(1, round(LearnerConfig.critic_stride_s * m["control_rate_hz"]))  # as the learner scores pairs
     per_task = {}
     try:
         for task in TASKS:

@@ -38,7 +38,7 @@ from robot_rl.data.episodes import Episode, EpisodeMeta, EpisodeWriter, new_epis
 from robot_rl.policy.base import ActionChunk
 from robot_rl.safety.limits import in_joint_order
 
-NOT_POLICY = -1
+NOT_POLICY = -1  # policy_version / obs_step / chunk_step of a step no policy chunk produced
 
 
 @dataclass

@@ -34,13 +34,14 @@ done fired on a tenth to a sixth of the successful episodes (docs/learning-bench
 from __future__ import annotations
 
 from robot_rl.data.episodes import Episode, EpisodeMeta, EpisodeWriter, new_episode_id
+from robot_rl.data.recorder import NOT_POLICY
 from robot_rl.policy.base import Observation, Policy
 from robot_rl.sim.tabletop import TabletopWorld
 from robot_rl.sim.tasks import TASKS, get_task
 from robot_rl.sim.world import WorldConfig
 
 # the per-step extras of a step no policy chunk produced (a human's, or a hold): no decision for PPO
-NO_DECISION = {"policy_version": -1, "obs_step": -1, "chunk_step": -1}
+NO_DECISION = {"policy_version": NOT_POLICY, "obs_step": NOT_POLICY, "chunk_step": NOT_POLICY}
 
 
 class SimActor:
@@ -85,9 +86,8 @@ class SimActor:
         restored = self._start(task, seed)
         instruction = TASKS[task].instruction
         self.policy.reset(instruction)
-        # how the policy explored, for the learner's log-probabilities (learn/ppo.py section 9); None: it did not
-        extra = {"robot": self.robot, "exploration": getattr(self.policy, "explore_noise", "step")
-                 if getattr(self.policy, "explore", False) else None}
+        # how the policy explored, for the learner's log-probabilities (learn/ppo.py section 9)
+        extra = {"robot": self.robot, "exploration": getattr(self.policy, "exploration", None)}
         if restored:
             extra["restored_state"] = restored
         meta = EpisodeMeta(new_episode_id(task, seed), task, instruction, seed, False, "policy", list(self.cameras),

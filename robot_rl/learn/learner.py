@@ -378,7 +378,7 @@ class Learner:
                 continue
             # step noise for episodes from before the field; None: the policy did not explore
             noise = e.meta.extra.get("exploration", "step")
-            if noise is not None and noise != cfg.ppo.exploration and (versions >= 0).any():
+            if noise is not None and noise != cfg.ppo.exploration and len(acted):
                 # its log-probabilities would be taken for noise it was not drawn with (ppo.py section 9)
                 self.counters["dropped_exploration"] += 1
                 self.log(f"episode {e.meta.episode_id}: its policy explored with {noise!r} noise, the learner's "

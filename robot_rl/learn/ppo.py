@@ -129,12 +129,11 @@ import torch
 import torch.nn.functional as F
 
 from robot_rl.data.episodes import Episode
+from robot_rl.data.recorder import NOT_POLICY
 from robot_rl.learn.bc import shift_frames
 from robot_rl.learn.device import model_device, to_device
 from robot_rl.policy.vla import VLAModel
 from robot_rl.policy.vla_policy import EXPLORATION_NOISES
-
-NOT_POLICY = -1  # policy_version / obs_step / chunk_step of a step no policy chunk produced
 
 
 @dataclass

@@ -85,6 +85,12 @@ class VLAPolicy(Policy):
                 self.lower = np.asarray(config.lower, np.float64)[order]
                 self.upper = np.asarray(config.upper, np.float64)[order]
 
+    @property
+    def exploration(self) -> str | None:
+        """How ``act`` draws its noise (``explore_noise``), None when it does not explore: what an
+        episode records for the learner (``meta.extra["exploration"]``)."""
+        return self.explore_noise if self.explore else None
+
     def reset(self, instruction: str) -> None:
         self.instruction_vec = self.encoder.encode(instruction)[None, :]
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from robot_rl.cameras.base import Camera, CameraDisconnected, CameraError, CameraFrame, CameraTimeout
+from robot_rl.cameras.base import Camera, CameraError, CameraFrame, CameraTimeout
 
 
 @dataclass

@@ -13,7 +13,6 @@ from robot_rl.paths import data_path
 from robot_rl.policy.arm_frame import (ArmGeometry, arm_joints, grip_pose, load_arm_geometry, simulated_arm_geometry,
                                        to_points, to_targets)
 from robot_rl.policy.vla import VLAConfig
-from tests.conftest import TINY_MODEL
 
 ARM = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"]
 

@@ -540,6 +540,11 @@ def run_arm(config: LearningBenchConfig, arm_name: str, seed: int, echo=print) -
             "approx_kl_mean": _mean([u["approx_kl"] for u in updates]),
             "stopped_early": int(sum(u["stopped_early"] for u in updates)),
             "update_s_mean": _mean([u["update_s"] for u in updates]),
+            # how much of a step was signal, pooled over the learner's last gradient_noise_window
+            # updates (ppo.py section 10): the last update's report
+            **({k: updates[-1][k] for k in ("gradient_noise_scale", "gradient_noise_scale_low",
+                                            "gradient_signal_share_high", "gradient_noise_updates")}
+               if updates and "gradient_noise_scale_low" in updates[-1] else {}),
         },
     }
 

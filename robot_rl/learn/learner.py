@@ -36,8 +36,9 @@ from robot_rl.data.episodes import Episode, EpisodeFormatError, list_episodes, r
 from robot_rl.learn.bc import OBJECT_HEAD_LR_SCALE, ObjectPositionHead, read_checkpoint, save_checkpoint, shift_frames
 from robot_rl.learn.buffers import DemoBuffer, VersionStore
 from robot_rl.learn.device import resolve_device, to_device
-from robot_rl.learn.ppo import (DataParallel, Decisions, PPOConfig, collate, demo_phase, episode_decisions,
-                                evaluate_rows, explained_variance, fit_value, gae, ppo_update, step_arrays)
+from robot_rl.learn.ppo import (DataParallel, Decisions, GradientNoise, PPOConfig, collate, demo_phase,
+                                episode_decisions, evaluate_rows, explained_variance, fit_value, gae, ppo_update,
+                                step_arrays, surrogate_gradient_sums)
 from robot_rl.policy.text import InstructionEncoder
 from robot_rl.policy.vla import VLAConfig, VLAModel, config_from_dict
 from robot_rl.reward.shaping import ProgressTracker, RewardConfig, progress_rewards
@@ -80,6 +81,9 @@ class LearnerConfig:
     device: str = "auto"
     seed: int = 0
     tensorboard: bool = True
+    # updates pooled for the gradient-noise scale, how much of a step is signal (ppo.py section 10;
+    # one more forward and backward pass over each batch); 0: not measured
+    gradient_noise_window: int = 20
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     hil: HILConfig = field(default_factory=HILConfig)
@@ -203,6 +207,7 @@ class Learner:
         # the value fit's own optimiser, on the value head alone (ppo.py section 7)
         self.value_optimiser = torch.optim.Adam(self.model.value_head.parameters(), lr=config.ppo.value_lr)
         self.value_window: collections.deque = collections.deque(maxlen=max(1, config.ppo.value_window))
+        self.gradient_noise = GradientNoise(config.gradient_noise_window) if config.gradient_noise_window > 0 else None
         self.versions = VersionStore(config.ppo.max_staleness + 1)
         self.version = 0
         self.updates = 0
@@ -445,11 +450,19 @@ class Learner:
             else:
                 next_values[last_row] = 0.0
         adv, returns = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, self.config.ppo.gae_lambda)
+        noise_stats = {}
+        if self.gradient_noise is not None and self.leader:  # before the step: the gradient it will take
+            t_noise = time.perf_counter()
+            self.gradient_noise.add(*surrogate_gradient_sums(self.model, d, adv, old, self.config.ppo, self._embed,
+                                                             prox_log_prob=prox))
+            noise_stats = {**self.gradient_noise.report(len(d.episodes)),
+                           "gradient_noise_s": time.perf_counter() - t_noise}
         demos = self.demos if self.config.hil.demo_replay or self.config.hil.human_guided else None
         stats = ppo_update(self.model, self.optimiser, d, old, adv, returns, self.config.ppo, self._embed,
                            demos if self.config.ppo.demo_coef > 0 else None, self.rng, parallel=self.parallel,
                            prox_log_prob=prox, reference=self.reference)
         stats["value_explained_variance"] = explained_variance(values, returns)
+        stats.update(noise_stats)
         if demos is not None and len(demos) and self.config.ppo.demo_steps:
             stats.update(demo_phase(self.model, self.demo_optimiser, demos, self.config.ppo, self._embed, self.rng,
                                     parallel=self.parallel, object_head=self.object_head))

@@ -117,10 +117,28 @@
    density of the draw; under other weights it is the density of the mean offset they imply (a
    projection: differences between the points' offsets are not penalised). The chunk's ratio then
    has P dimensions instead of 4 x P, and its entropy is that of the offset.
+10. How much of a step is signal: the gradient-noise scale
+   An update steps along the mean of its episodes' surrogate gradients g_i. With G their expectation
+   and Sigma their covariance, a step of b episodes is G plus noise of total variance tr(Sigma) / b,
+   so the share of its squared length that is signal is 1 / (1 + B / b), where B = tr(Sigma) / |G|^2
+   is the gradient-noise scale in episodes (McCandlish et al. 2018, "An Empirical Model of
+   Large-Batch Training"; episodes, not decisions, because an episode's decisions share its outcome).
+   ``surrogate_gradient_sums`` takes each episode's gradient of the surrogate (advantages normalised
+   as the loss normalises them, the ratio as the loss takes it, unclipped) at the weights the update
+   starts from, over the policy's trained parameters, and keeps only their sum and the sum of their
+   squared norms: |sum g|^2 - sum |g|^2 estimates m (m - 1) |G|^2 without bias, and
+   sum |g|^2 - |sum g|^2 / m estimates (m - 1) tr(Sigma). ``GradientNoise`` pools them over a window
+   of updates (G changes slowly when the steps are mostly noise) and reports B with the lower bound
+   that two standard errors of |G|^2 allow; where |G|^2 is not resolved, that bound is what is known,
+   and b / (b + bound) is the most of a step that can be signal. Measured on the benchmark's starting
+   policies (scripts/gradient_noise.py, docs/learning-benchmark.md item 44): B is at least 400
+   episodes for every reward, including simulator ground truth, so an update of 5 episodes is at most
+   about 1% signal.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass, field
 
@@ -492,6 +510,95 @@ def fit_value(model: VLAModel, optimiser: torch.optim.Optimizer, window: list[tu
     return {"value_fit_loss_before": before, "value_fit_loss_after": after, "value_fit_rows": float(len(targets))}
 
 
+def loss_advantages(advantages: np.ndarray, config: PPOConfig) -> np.ndarray:
+    """The advantages as the surrogate takes them (normalised over the batch unless switched off)."""
+    if config.normalise_advantages and len(advantages) > 1:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return advantages
+
+
+def ratio_base_and_weight(old_log_prob: np.ndarray, prox_log_prob: np.ndarray | None,
+                          config: PPOConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(the log-probabilities the ratio is taken against, the off-policy weight per row): section 3."""
+    if config.decoupled and prox_log_prob is not None:
+        weight = np.minimum(np.exp(np.clip(prox_log_prob - old_log_prob, -50, 50)), config.max_behaviour_weight)
+        return prox_log_prob, weight.astype(np.float32)
+    return old_log_prob, np.ones(len(old_log_prob), np.float32)
+
+
+def chunk_log_ratio(log_prob: torch.Tensor, base: torch.Tensor, mask: torch.Tensor, joints: int, points: int,
+                    config: PPOConfig) -> torch.Tensor:
+    """A decision's log-ratio as the loss clips it: the chunk's, or per executed dimension (section 5)."""
+    log_ratio = log_prob - base
+    if config.ratio_per_dimension:  # the geometric mean over executed dimensions
+        log_ratio = log_ratio / ratio_dimensions(mask, joints, points, config.exploration)
+    return log_ratio
+
+
+def policy_parameters(model: VLAModel) -> list[torch.nn.Parameter]:
+    """The trained parameters the surrogate's gradient reaches (the value head is the value's)."""
+    value = {id(p) for p in model.value_head.parameters()}
+    return [p for p in model.parameters() if p.requires_grad and id(p) not in value]
+
+
+def surrogate_gradient_sums(model: VLAModel, d: Decisions, advantages: np.ndarray, old_log_prob: np.ndarray,
+                            config: PPOConfig, embed, prox_log_prob: np.ndarray | None = None) -> tuple[int, float, float]:
+    """Section 10: (episodes m, |sum_i g_i|^2, sum_i |g_i|^2) of the per-episode gradients g_i of the
+    surrogate at the current weights. Holds one parameter-sized sum, not the m gradients."""
+    adv = loss_advantages(advantages, config)
+    base, weight = ratio_base_and_weight(old_log_prob, prox_log_prob, config)
+    params = policy_parameters(model)
+    device = model_device(model)
+    total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    squares, episodes = 0.0, 0
+    for e in np.unique(d.episode):
+        rows = np.nonzero(d.episode == e)[0]
+        images, joints, text, actions, mask = tensors(d, rows, embed, device)
+        outputs = model.forward_normalised(images, joints, text)
+        log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs,
+                                        exploration=config.exploration)
+        log_ratio = chunk_log_ratio(log_prob, torch.from_numpy(base[rows]).to(device), mask, actions.shape[-1],
+                                    outputs[0].shape[-1], config)
+        surrogate = (torch.from_numpy(weight[rows] * adv[rows]).to(device) * log_ratio.exp()).sum()
+        grads = torch.autograd.grad(surrogate, params, allow_unused=True)
+        for acc, g in zip(total, grads):
+            if g is not None:
+                acc += g.double()
+                squares += float((g.double() ** 2).sum())
+        episodes += 1
+    return episodes, float(sum((acc ** 2).sum() for acc in total)), squares
+
+
+class GradientNoise:
+    """Section 10: the gradient-noise scale B (episodes) pooled over the last ``window`` updates."""
+
+    def __init__(self, window: int):
+        self.updates: collections.deque = collections.deque(maxlen=max(1, window))
+
+    def add(self, episodes: int, sum_sq: float, squares: float) -> None:
+        if episodes >= 2:  # one episode says nothing about the spread
+            m = episodes
+            self.updates.append(((sum_sq - squares) / (m * (m - 1)), m * (m - 1), (squares - sum_sq / m), m - 1))
+
+    def report(self, batch_episodes: int) -> dict:
+        """``gradient_signal_sq`` (|G|^2) and ``gradient_noise_trace`` (tr Sigma), pooled; the scale
+        ``gradient_noise_scale`` where |G|^2 is resolved (above two standard errors across updates),
+        else None; ``gradient_noise_scale_low``: the smallest B the estimates allow; and
+        ``gradient_signal_share_high``: the most of a step of ``batch_episodes`` that can be signal."""
+        if not self.updates:
+            return {}
+        per_update = np.asarray([u[0] for u in self.updates])
+        signal = sum(u[0] * u[1] for u in self.updates) / sum(u[1] for u in self.updates)
+        noise = sum(u[2] for u in self.updates) / sum(u[3] for u in self.updates)
+        se = float(per_update.std(ddof=1) / math.sqrt(len(per_update))) if len(per_update) > 1 else math.inf
+        upper = max(signal, 0.0) + 2 * se  # |G|^2 >= 0: a negative estimate is noise around a small one
+        low = noise / upper if 0 < upper < math.inf else 0.0
+        return {"gradient_signal_sq": signal, "gradient_noise_trace": noise, "gradient_noise_updates": len(per_update),
+                "gradient_noise_scale": noise / signal if signal > 2 * se else None,
+                "gradient_noise_scale_low": low,
+                "gradient_signal_share_high": batch_episodes / (batch_episodes + low) if batch_episodes else None}
+
+
 def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, old_log_prob: np.ndarray,
                advantages: np.ndarray, returns: np.ndarray, config: PPOConfig, embed, demos=None,
                generator: np.random.Generator | None = None, parallel: DataParallel | None = None,
@@ -505,15 +612,8 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
     if config.anchor_coef > 0 and reference is None:
         raise ValueError("ppo.anchor_coef > 0 needs the starting policy as the reference")
     rng = generator or np.random.default_rng(0)
-    adv = advantages
-    if config.normalise_advantages and len(adv) > 1:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    if config.decoupled and prox_log_prob is not None:
-        ratio_base = prox_log_prob
-        weight = np.minimum(np.exp(np.clip(prox_log_prob - old_log_prob, -50, 50)), config.max_behaviour_weight)
-    else:
-        ratio_base, weight = old_log_prob, np.ones(len(old_log_prob))
-    weight = weight.astype(np.float32)
+    adv = loss_advantages(advantages, config)
+    ratio_base, weight = ratio_base_and_weight(old_log_prob, prox_log_prob, config)
     device = model_device(model)
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                                                      "demo_nll", "anchor_kl")}
@@ -535,10 +635,8 @@ def ppo_update(model: VLAModel, optimiser: torch.optim.Optimizer, d: Decisions, 
                 outputs = model.forward_normalised(images, joints, text)
                 log_prob, value, entropy = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs,
                                                           exploration=config.exploration)
-                log_ratio = log_prob - torch.from_numpy(ratio_base[rows]).to(device)
-                if config.ratio_per_dimension:  # section 5: the geometric mean over executed dimensions
-                    log_ratio = log_ratio / ratio_dimensions(mask, actions.shape[-1], outputs[0].shape[-1],
-                                                             config.exploration)
+                log_ratio = chunk_log_ratio(log_prob, torch.from_numpy(ratio_base[rows]).to(device), mask,
+                                            actions.shape[-1], outputs[0].shape[-1], config)
                 ratio = log_ratio.exp()
                 a = torch.from_numpy(adv[rows]).to(device)
                 w = torch.from_numpy(weight[rows]).to(device)

@@ -24,6 +24,8 @@ def test_quick_benchmark_runs_every_arm_through_the_asynchronous_loop(tmp_path, 
         assert [(e["episodes"], e["version"]) for e in run["evaluations"]] == [(0, 0), (3, 1), (6, 2)], arm
         assert set(run["evaluations"][0]["per_task"]) == {"reach_cube", "pick_cube"}
         assert run["training"]["episodes"] == 6 and run["learner"]["updates"] == 2 and run["learner"]["dropped_stale"] == 0
+        # how much of a step was signal, pooled over both updates (ppo.py section 10)
+        assert run["learner"]["gradient_noise_updates"] == 2 and 0 < run["learner"]["gradient_signal_share_high"] <= 1
     # the same starting policy, evaluated deterministically on the same held-out layouts, in every arm
     assert len({json.dumps(r["evaluations"][0]["per_task"]) for r in runs.values()}) == 1
     # only the HIL arm has a human, demonstrations and return-and-explore

@@ -1,0 +1,228 @@
+"""How many episodes does one PPO step need before it follows the signal rather than the noise?
+
+A diagnostic for docs/learning-benchmark.md item 44 (not part of the package). Items 41-43 concluded
+that the PPO arms' steps "follow the noise"; this measures it, for the starting policy and for four
+rewards on the *same* episodes, with the gradient-noise scale of McCandlish et al. (2018, "An
+Empirical Model of Large-Batch Training"):
+
+- The benchmark's exploring actor (``SimActor``: ``execute_steps`` 4, the settle tail) runs N
+  episodes per task with the starting policy (every decision by version 0, so every ratio is 1).
+- Each episode is rewarded four ways: ``sparse`` and ``progress`` as the learner rewards them with
+  the progress critic (``critic_rewards``; shaping off / on), and two references the learner can
+  never have, from simulator ground truth: ``true_sparse`` (bonus 1 on the step that reached
+  success) and ``true_progress`` (shaping on the simulator's task progress plus that bonus).
+- Advantages are the learner's (GAE, lambda 0.95, gamma 0.99 per control step) with a value head
+  cross-fitted on the other half of the episodes (as the learner's ``fit_value``: the value head
+  alone, on fixed trunk features), so no episode's baseline saw its own return; they are normalised
+  as PPO normalises them.
+- Per episode i, g_i is the gradient of sum_d A_d log pi(a_d | s_d) over its decisions: the PPO
+  surrogate's gradient at ratio 1, over every trained parameter. An update of b episodes steps along
+  their mean. With G the true mean gradient and Sigma the covariance of the g_i, the unbiased
+  estimates |G|^2 = (|sum g|^2 - sum |g|^2) / (m (m - 1)) and tr(Sigma) = sum |g_i - mean|^2 / (m - 1)
+  give the noise scale B = tr(Sigma) / |G|^2 in episodes: at a batch of b episodes the expected
+  share of a step's squared length that is signal is |G|^2 / (|G|^2 + tr(Sigma) / b) = 1 / (1 + B / b).
+  Episodes, not decisions, are the unit because an episode's decisions share its outcome.
+
+The standard error of B comes from the delete-one jackknife over episodes; where |G|^2's estimate is
+not above zero by two standard errors the signal is indistinguishable from none at this N, and B is
+reported as a lower bound. Each estimate is given for all the policy's parameters, for the camera
+encoders alone and for the action head with its log-std. ``executed_residual_mean_std`` checks the
+log-probabilities the gradients come from: the executed actions, normalised by this model's mean and
+std, should be N(0, 1) draws. The learner measures the same scale on every run, pooled over its
+updates (``learn/ppo.py`` section 10, ``gradient_noise_*`` in its metrics).
+
+    MUJOCO_GL=egl .venv/bin/python scripts/gradient_noise.py --policy policies/sim_default \
+        --episodes 50 --json docs/results/gradient-noise-sim-default.json     # about 15 min here
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+
+
+def noise_scale(gram: np.ndarray) -> dict:
+    """|G|^2, tr(Sigma) and B = tr(Sigma) / |G|^2 from the Gram matrix of the per-episode gradients."""
+    m = len(gram)
+    total, squares = float(gram.sum()), float(np.trace(gram))
+    signal = (total - squares) / (m * (m - 1))
+    noise = (squares - total / m) / (m - 1)
+    return {"signal_sq": signal, "trace_cov": noise, "B_episodes": noise / signal if signal > 0 else float("inf")}
+
+
+def jackknife(gram: np.ndarray) -> dict:
+    """Delete-one jackknife standard errors of |G|^2 and of log B."""
+    m = len(gram)
+    keep = [np.delete(np.arange(m), i) for i in range(m)]
+    rows = [noise_scale(gram[np.ix_(k, k)]) for k in keep]
+    signal = np.asarray([r["signal_sq"] for r in rows])
+    se = lambda x: float(np.sqrt((m - 1) / m * np.sum((x - x.mean()) ** 2)))
+    out = {"signal_sq_se": se(signal)}
+    if np.all(signal > 0):
+        out["log_B_se"] = se(np.log([r["B_episodes"] for r in rows]))
+    return out
+
+
+def resolve(scale: dict) -> dict:
+    """Whether |G|^2 is resolved (above two standard errors); where it is not, the smallest B it
+    allows, as the learner bounds it (``GradientNoise``: the estimate clamped at 0, plus two standard
+    errors); and the largest share of a step of 5, 20, 50 and 200 episodes that can be signal."""
+    resolved = scale["signal_sq"] > 2 * scale["signal_sq_se"]
+    out = {**scale, "signal_resolved": bool(resolved)}
+    if not resolved:
+        out["B_episodes_lower_bound"] = scale["trace_cov"] / (max(scale["signal_sq"], 0.0) + 2 * scale["signal_sq_se"])
+    b = scale["B_episodes"] if resolved else out["B_episodes_lower_bound"]
+    out["signal_share_of_step"] = {str(k): 1.0 / (1.0 + b / k) for k in (5, 20, 50, 200)}
+    return out
+
+
+def true_rewards(episode, gamma: float, shaping: bool) -> tuple[np.ndarray, int | None]:
+    """Ground-truth rewards (simulation only): shaping on the simulator's task progress (row t's
+    progress is the state the row observed) and 1 on the step that reached success, which ends it."""
+    progress = np.asarray(episode.extras["progress"], np.float64)
+    rewards = np.zeros(len(episode), np.float32)
+    if shaping:
+        rewards[:-1] = gamma * progress[1:] - progress[:-1]
+    done = episode.meta.extra.get("success_step") if episode.meta.success else None
+    if done is not None:
+        rewards[done - 1] += 1.0
+        rewards[done:] = 0.0
+    return rewards, done
+
+
+def main() -> None:
+    import torch
+
+    from robot_rl.learn.actor import SimActor
+    from robot_rl.learn.learner import LearnerConfig, critic_rewards, load_start_policy
+    from robot_rl.learn.ppo import (PPOConfig, chunk_log_prob, collate, episode_decisions, gae, loss_advantages,
+                                    policy_parameters, tensors, trunk_features)
+    from robot_rl.policy.base import PolicyConfig, make_policy
+    from robot_rl.policy.text import InstructionEncoder
+    from robot_rl.reward.base import make_critic
+    from robot_rl.reward.shaping import RewardConfig
+    from robot_rl.sim.tasks import TASKS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--policy", default="policies/sim_default")
+    parser.add_argument("--critic", default="policies/sim_critic")
+    parser.add_argument("--episodes", type=int, default=25, help="per task")
+    parser.add_argument("--seed", type=int, default=800000)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    t_start = time.time()
+
+    policy = make_policy(PolicyConfig(type="vla", options={"path": args.policy, "backend": "torch", "explore": True,
+                                                           "explore_seed": 0}))
+    m = policy.metadata
+    actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], 4)
+    episodes = []
+    try:
+        for task in TASKS:
+            for i in range(args.episodes):
+                episodes.append(actor.episode(task, args.seed + i))
+            print(f"{task}: {args.episodes} episodes, {sum(e.meta.success for e in episodes[-args.episodes:])} "
+                  f"successes ({time.time() - t_start:.0f} s)", flush=True)
+    finally:
+        actor.close()
+
+    model, table = load_start_policy(args.policy)
+    encoder = InstructionEncoder(table)
+    ppo, learner = PPOConfig(), LearnerConfig()
+    critic = make_critic(args.critic, allow_unseen_instructions=False)
+    stride = max(1, round(learner.critic_stride_s * m["control_rate_hz"]))
+    trained = policy_parameters(model)  # the value head's get no policy gradient
+    size = sum(p.numel() for p in trained)
+    # parameter groups (column ranges of the flattened gradient): all, the camera encoders, the action
+    # head with its log-std (what a head-only fine-tune would train)
+    names = [n for n, p in model.named_parameters() if any(p is q for q in trained)]
+    offsets = np.cumsum([0] + [p.numel() for p in trained])
+    pick = lambda test: np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k, n in enumerate(names) if test(n)])
+    groups = {"all": np.arange(size), "encoders": pick(lambda n: n.startswith("encoders.")),
+              "action_head": pick(lambda n: n.startswith(("action_head.", "log_std")))}
+    n = len(episodes)
+    half = np.arange(n) % 2  # two folds, every task in both
+    rewards_by = {
+        "sparse": lambda e: critic_rewards(critic, e, stride, RewardConfig(shaping_scale=0.0)),
+        "progress": lambda e: critic_rewards(critic, e, stride, RewardConfig()),
+        "true_sparse": lambda e: true_rewards(e, ppo.gamma, shaping=False),
+        "true_progress": lambda e: true_rewards(e, ppo.gamma, shaping=True),
+    }
+    report = {"policy": args.policy, "critic": args.critic, "episodes_per_task": args.episodes,
+              "episodes": n, "successes": int(sum(e.meta.success for e in episodes)), "parameters": size,
+              "rewards": {}}
+    for name, reward_of in rewards_by.items():
+        per_episode, terminal = [], []
+        for e in episodes:
+            rewards, done = reward_of(e)
+            per_episode.append(episode_decisions(e, rewards, model.config.chunk_length, ppo.gamma, end=done))
+            terminal.append(done is not None)
+        keep = [i for i, d in enumerate(per_episode) if d]
+        d = collate([episodes[i] for i in keep], [per_episode[i] for i in keep], [terminal[i] for i in keep])
+        # returns for the value fit: the discounted rewards to the episode's end (no bootstrap)
+        zeros = np.zeros(len(d), np.float32)
+        mc_returns = gae(d.rewards, zeros, zeros, d.discounts, d.terminal, d.episode, 1.0)[1]
+        fold = half[np.asarray(keep)][d.episode]
+        features = trunk_features(model, d, encoder.encode)
+        values = np.zeros(len(d), np.float32)
+        for k in (0, 1):  # cross-fitting: each fold's baseline is fitted on the other fold
+            head = copy.deepcopy(model.value_head)
+            other = np.nonzero(fold != k)[0]
+            optimiser = torch.optim.Adam(head.parameters(), lr=ppo.value_lr)
+            x, y = features[other], torch.from_numpy(mc_returns[other])
+            rng = np.random.default_rng(k)
+            for _ in range(ppo.value_steps * 4):
+                rows = torch.from_numpy(rng.choice(len(other), min(ppo.value_minibatch_size, len(other)), replace=False))
+                optimiser.zero_grad()
+                torch.nn.functional.mse_loss(head(x[rows]).squeeze(-1), y[rows]).backward()
+                optimiser.step()
+            mine = np.nonzero(fold == k)[0]
+            with torch.no_grad():
+                values[mine] = head(features[mine]).squeeze(-1).numpy()
+        next_values = np.zeros(len(d), np.float32)
+        next_values[:-1] = values[1:]
+        ends = np.nonzero(np.append(d.episode[1:] != d.episode[:-1], True))[0]
+        next_values[ends] = np.where(d.terminal[ends], 0.0, values[ends])  # a cut episode: its last value
+        adv = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, ppo.gae_lambda)[0]
+        adv = loss_advantages(adv, ppo)
+        grads = np.zeros((len(keep), size), np.float32)
+        residuals = []
+        model.train()
+        for i in range(len(keep)):
+            rows = np.nonzero(d.episode == i)[0]
+            images, joints, text, actions, mask = tensors(d, rows, encoder.encode)
+            model.zero_grad(set_to_none=True)
+            outputs = model.forward_normalised(images, joints, text)
+            log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs)
+            (torch.from_numpy(adv[rows]) * log_prob).sum().backward()
+            grads[i] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                  for p in trained]).numpy()
+            with torch.no_grad():  # the executed actions as this model's draws: N(0, 1) if the log-probs are right
+                z = (model.normalise_target(actions, joints) - outputs[0]) / outputs[1].exp()
+                residuals.append(z[mask.bool()].reshape(-1).numpy())
+        model.eval()
+        z = np.concatenate(residuals)
+        row = {"decisions": len(d), "episodes_with_decisions": len(keep),
+               "rewarded_episodes": int(sum(terminal[i] for i in keep)),
+               "value_explained_variance": float(1 - np.var(mc_returns - values) / max(np.var(mc_returns), 1e-12)),
+               "executed_residual_mean_std": [float(z.mean()), float(z.std())], "groups": {}}
+        for group, columns in groups.items():
+            g = grads[:, columns].astype(np.float64)
+            gram = g @ g.T
+            row["groups"][group] = resolve({**noise_scale(gram), **jackknife(gram)})
+        del grads
+        report["rewards"][name] = row
+        print(name, json.dumps(row, default=float), flush=True)
+    report["wall_s"] = time.time() - t_start
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

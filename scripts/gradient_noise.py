@@ -112,13 +112,15 @@ def main() -> None:
     parser.add_argument("--critic", default="policies/sim_critic")
     parser.add_argument("--episodes", type=int, default=25, help="per task")
     parser.add_argument("--seed", type=int, default=800000)
+    parser.add_argument("--explore-noise", default="step", choices=["step", "chunk"],
+                        help="the policy's exploration noise, scored as the learner scores it (ppo.py section 9)")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     torch.manual_seed(0)
     t_start = time.time()
 
     policy = make_policy(PolicyConfig(type="vla", options={"path": args.policy, "backend": "torch", "explore": True,
-                                                           "explore_seed": 0}))
+                                                           "explore_seed": 0, "explore_noise": args.explore_noise}))
     m = policy.metadata
     actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], 4)
     episodes = []
@@ -154,6 +156,7 @@ def main() -> None:
         "true_progress": lambda e: true_rewards(e, ppo.gamma, shaping=True),
     }
     report = {"policy": args.policy, "critic": args.critic, "episodes_per_task": args.episodes,
+              "explore_noise": args.explore_noise,
               "episodes": n, "successes": int(sum(e.meta.success for e in episodes)), "parameters": size,
               "rewards": {}}
     for name, reward_of in rewards_by.items():
@@ -198,7 +201,8 @@ def main() -> None:
             images, joints, text, actions, mask = tensors(d, rows, encoder.encode)
             model.zero_grad(set_to_none=True)
             outputs = model.forward_normalised(images, joints, text)
-            log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs)
+            log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs,
+                                            exploration=args.explore_noise)
             (torch.from_numpy(adv[rows]) * log_prob).sum().backward()
             grads[i] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                                   for p in trained]).numpy()

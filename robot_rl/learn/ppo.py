@@ -131,9 +131,10 @@
    of updates (G changes slowly when the steps are mostly noise) and reports B with the lower bound
    that two standard errors of |G|^2 allow; where |G|^2 is not resolved, that bound is what is known,
    and b / (b + bound) is the most of a step that can be signal. Measured on the benchmark's starting
-   policies (scripts/gradient_noise.py, docs/learning-benchmark.md item 44): B is at least 400
-   episodes for every reward, including simulator ground truth, so an update of 5 episodes is at most
-   about 1% signal.
+   policies (scripts/gradient_noise.py, 200 episodes each, docs/learning-benchmark.md item 44): |G|^2
+   is not resolved for any reward, simulator ground truth included; B is at least 300-450 episodes
+   from ``sim_default`` and 620-750 from ``sim_cartesian_pretrained``, so an update of 5 episodes is
+   at most 1.6% signal.
 """
 
 from __future__ import annotations

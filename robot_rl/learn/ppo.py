@@ -550,7 +550,7 @@ def surrogate_gradient_sums(model: VLAModel, d: Decisions, advantages: np.ndarra
     base, weight = ratio_base_and_weight(old_log_prob, prox_log_prob, config)
     params = policy_parameters(model)
     device = model_device(model)
-    total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    total = [torch.zeros_like(p) for p in params]  # the parameters' dtype: one more model's worth of memory
     squares, episodes = 0.0, 0
     for e in np.unique(d.episode):
         rows = np.nonzero(d.episode == e)[0]
@@ -564,10 +564,10 @@ def surrogate_gradient_sums(model: VLAModel, d: Decisions, advantages: np.ndarra
         grads = torch.autograd.grad(surrogate, params, allow_unused=True)
         for acc, g in zip(total, grads):
             if g is not None:
-                acc += g.double()
+                acc += g
                 squares += float((g.double() ** 2).sum())
         episodes += 1
-    return episodes, float(sum((acc ** 2).sum() for acc in total)), squares
+    return episodes, float(sum((acc.double() ** 2).sum() for acc in total)), squares
 
 
 class GradientNoise:

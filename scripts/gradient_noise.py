@@ -67,15 +67,17 @@ def jackknife(gram: np.ndarray) -> dict:
     return out
 
 
-def resolve(scale: dict) -> dict:
+def resolve(scale: dict, episodes_per_unit: int = 1) -> dict:
     """Whether |G|^2 is resolved (above two standard errors); where it is not, the smallest B it
     allows, as the learner bounds it (``GradientNoise``: the estimate clamped at 0, plus two standard
-    errors); and the largest share of a step of 5, 20, 50 and 200 episodes that can be signal."""
+    errors); and the largest share of a step of 5, 20, 50 and 200 episodes that can be signal.
+    ``episodes_per_unit``: episodes in one gradient of the Gram matrix (2 for paired rollouts)."""
     resolved = scale["signal_sq"] > 2 * scale["signal_sq_se"]
-    out = {**scale, "signal_resolved": bool(resolved)}
+    out = {**scale, "B_episodes": scale["B_episodes"] * episodes_per_unit, "signal_resolved": bool(resolved)}
     if not resolved:
-        out["B_episodes_lower_bound"] = scale["trace_cov"] / (max(scale["signal_sq"], 0.0) + 2 * scale["signal_sq_se"])
-    b = scale["B_episodes"] if resolved else out["B_episodes_lower_bound"]
+        out["B_episodes_lower_bound"] = episodes_per_unit * scale["trace_cov"] / (
+            max(scale["signal_sq"], 0.0) + 2 * scale["signal_sq_se"])
+    b = out["B_episodes"] if resolved else out["B_episodes_lower_bound"]
     out["signal_share_of_step"] = {str(k): 1.0 / (1.0 + b / k) for k in (5, 20, 50, 200)}
     return out
 
@@ -114,6 +116,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=800000)
     parser.add_argument("--explore-noise", default="step", choices=["step", "chunk"],
                         help="the policy's exploration noise, scored as the learner scores it (ppo.py section 9)")
+    parser.add_argument("--paired", action="store_true",
+                        help="run each layout twice and compare advantage baselines (the gradient of a pair is the unit)")
+    parser.add_argument("--rewards", default="sparse,progress,true_sparse,true_progress")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -127,7 +132,8 @@ def main() -> None:
     try:
         for task in TASKS:
             for i in range(args.episodes):
-                episodes.append(actor.episode(task, args.seed + i))
+                # paired: each layout twice in a row, with the noise of two different draws
+                episodes.append(actor.episode(task, args.seed + (i // 2 if args.paired else i)))
             print(f"{task}: {args.episodes} episodes, {sum(e.meta.success for e in episodes[-args.episodes:])} "
                   f"successes ({time.time() - t_start:.0f} s)", flush=True)
     finally:
@@ -148,15 +154,18 @@ def main() -> None:
     groups = {"all": np.arange(size), "encoders": pick(lambda n: n.startswith("encoders.")),
               "action_head": pick(lambda n: n.startswith(("action_head.", "log_std")))}
     n = len(episodes)
-    half = np.arange(n) % 2  # two folds, every task in both
+    half = (np.arange(n) // 2 if args.paired else np.arange(n)) % 2  # two folds, every task in both; pairs together
     rewards_by = {
         "sparse": lambda e: critic_rewards(critic, e, stride, RewardConfig(shaping_scale=0.0)),
         "progress": lambda e: critic_rewards(critic, e, stride, RewardConfig()),
         "true_sparse": lambda e: true_rewards(e, ppo.gamma, shaping=False),
         "true_progress": lambda e: true_rewards(e, ppo.gamma, shaping=True),
     }
+    rewards_by = {k: v for k, v in rewards_by.items() if k in args.rewards.split(",")}
+    if args.paired and args.episodes % 2:
+        raise SystemExit(f"--paired needs an even --episodes (each layout twice), got {args.episodes}")
     report = {"policy": args.policy, "critic": args.critic, "episodes_per_task": args.episodes,
-              "explore_noise": args.explore_noise,
+              "explore_noise": args.explore_noise, "paired": args.paired,
               "episodes": n, "successes": int(sum(e.meta.success for e in episodes)), "parameters": size,
               "rewards": {}}
     for name, reward_of in rewards_by.items():
@@ -166,6 +175,8 @@ def main() -> None:
             per_episode.append(episode_decisions(e, rewards, model.config.chunk_length, ppo.gamma, end=done))
             terminal.append(done is not None)
         keep = [i for i, d in enumerate(per_episode) if d]
+        if args.paired:  # a pair counts only whole
+            keep = [i for i in keep if per_episode[i ^ 1]]
         d = collate([episodes[i] for i in keep], [per_episode[i] for i in keep], [terminal[i] for i in keep])
         # returns for the value fit: the discounted rewards to the episode's end (no bootstrap)
         zeros = np.zeros(len(d), np.float32)
@@ -191,35 +202,51 @@ def main() -> None:
         next_values[:-1] = values[1:]
         ends = np.nonzero(np.append(d.episode[1:] != d.episode[:-1], True))[0]
         next_values[ends] = np.where(d.terminal[ends], 0.0, values[ends])  # a cut episode: its last value
-        adv = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, ppo.gae_lambda)[0]
-        adv = loss_advantages(adv, ppo)
-        grads = np.zeros((len(keep), size), np.float32)
-        residuals = []
-        model.train()
-        for i in range(len(keep)):
-            rows = np.nonzero(d.episode == i)[0]
-            images, joints, text, actions, mask = tensors(d, rows, encoder.encode)
-            model.zero_grad(set_to_none=True)
-            outputs = model.forward_normalised(images, joints, text)
-            log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs,
-                                            exploration=args.explore_noise)
-            (torch.from_numpy(adv[rows]) * log_prob).sum().backward()
-            grads[i] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                                  for p in trained]).numpy()
-            with torch.no_grad():  # the executed actions as this model's draws: N(0, 1) if the log-probs are right
-                z = (model.normalise_target(actions, joints) - outputs[0]) / outputs[1].exp()
-                residuals.append(z[mask.bool()].reshape(-1).numpy())
-        model.eval()
-        z = np.concatenate(residuals)
+        estimators = {"gae": gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, ppo.gae_lambda)[0]}
+        if args.paired:
+            # REINFORCE on the episode's discounted return from its start, with two baselines: the
+            # cross-fitted value of its first state, and the return of its pair (the same layout, other
+            # noise: independent of this episode's actions, so unbiased)
+            first = np.asarray([np.nonzero(d.episode == i)[0][0] for i in range(len(keep))])
+            start_return = mc_returns[first]
+            partner = np.arange(len(keep)) ^ 1
+            estimators["return_minus_value"] = (start_return - values[first])[d.episode]
+            estimators["return_minus_pair"] = (start_return - start_return[partner])[d.episode]
         row = {"decisions": len(d), "episodes_with_decisions": len(keep),
                "rewarded_episodes": int(sum(terminal[i] for i in keep)),
                "value_explained_variance": float(1 - np.var(mc_returns - values) / max(np.var(mc_returns), 1e-12)),
-               "executed_residual_mean_std": [float(z.mean()), float(z.std())], "groups": {}}
-        for group, columns in groups.items():
-            g = grads[:, columns].astype(np.float64)
-            gram = g @ g.T
-            row["groups"][group] = resolve({**noise_scale(gram), **jackknife(gram)})
-        del grads
+               "estimators": {}}
+        for estimator, raw in estimators.items():
+            adv = loss_advantages(raw.astype(np.float32), ppo)
+            grads = np.zeros((len(keep), size), np.float32)
+            residuals = []
+            model.train()
+            for i in range(len(keep)):
+                rows = np.nonzero(d.episode == i)[0]
+                images, joints, text, actions, mask = tensors(d, rows, encoder.encode)
+                model.zero_grad(set_to_none=True)
+                outputs = model.forward_normalised(images, joints, text)
+                log_prob, _, _ = chunk_log_prob(model, images, joints, text, actions, mask, outputs=outputs,
+                                                exploration=args.explore_noise)
+                (torch.from_numpy(adv[rows]) * log_prob).sum().backward()
+                grads[i] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                      for p in trained]).numpy()
+                with torch.no_grad():  # the executed actions as this model's draws: N(0, 1) if the log-probs are right
+                    z = (model.normalise_target(actions, joints) - outputs[0]) / outputs[1].exp()
+                    residuals.append(z[mask.bool()].reshape(-1).numpy())
+            model.eval()
+            z = np.concatenate(residuals)
+            row["executed_residual_mean_std"] = [float(z.mean()), float(z.std())]
+            if args.paired:  # a pair's episodes share a layout (and a baseline): their summed gradient is the unit
+                grads = grads[0::2] + grads[1::2]
+            scales = {}
+            for group, columns in groups.items():
+                g = grads[:, columns].astype(np.float64)
+                gram = g @ g.T
+                scales[group] = resolve({**noise_scale(gram), **jackknife(gram)}, 2 if args.paired else 1)
+            del grads
+            row["estimators"][estimator] = {"groups": scales}
+        row["groups"] = row["estimators"]["gae"]["groups"]  # the learner's estimator, as before --paired
         report["rewards"][name] = row
         print(name, json.dumps(row, default=float), flush=True)
     report["wall_s"] = time.time() - t_start

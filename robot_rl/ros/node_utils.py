@@ -67,6 +67,13 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # configuration errors: say what and where, then exit
         print(f"[fatal] {exc}", file=sys.stderr, flush=True)
         code = 2
+    except Exception:
+        if rclpy.ok():  # a real failure while the context is up
+            raise
+        # SIGTERM or SIGINT shut the context down between two of the executor's waits: rclpy then
+        # raises RCLError ("the given context is not valid") from the next wait set instead of
+        # ExternalShutdownException. It is the shutdown that was asked for, not a failure (seen once
+        # in CI: a safety node stopped by its launcher exited 1).
     finally:
         _close([node] if node is not None else [])
     return code

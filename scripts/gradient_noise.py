@@ -31,6 +31,12 @@ log-probabilities the gradients come from: the executed actions, normalised by t
 std, should be N(0, 1) draws. The learner measures the same scale on every run, pooled over its
 updates (``learn/ppo.py`` section 10, ``gradient_noise_*`` in its metrics).
 
+``--paired`` runs each layout twice with two draws of noise and adds two episode-level REINFORCE
+estimators next to the learner's GAE: the return minus the cross-fitted value of the first state, and
+the return minus the pair's return (an unbiased baseline that knows the layout); the gradient of a
+pair is then the unit, and B is given in episodes. ``--explore-noise chunk`` explores and scores as
+the learner's ``ppo.exploration: chunk``.
+
     MUJOCO_GL=egl .venv/bin/python scripts/gradient_noise.py --policy policies/sim_default \
         --episodes 50 --json docs/results/gradient-noise-sim-default.json     # about 15 min here
 """

@@ -53,10 +53,9 @@ import numpy as np
 
 def noise_scale(gram: np.ndarray) -> dict:
     """|G|^2, tr(Sigma) and B = tr(Sigma) / |G|^2 from the Gram matrix of the per-episode gradients."""
-    m = len(gram)
-    total, squares = float(gram.sum()), float(np.trace(gram))
-    signal = (total - squares) / (m * (m - 1))
-    noise = (squares - total / m) / (m - 1)
+    from robot_rl.learn.ppo import gradient_noise_estimates
+
+    signal, noise = gradient_noise_estimates(len(gram), float(gram.sum()), float(np.trace(gram)))
     return {"signal_sq": signal, "trace_cov": noise, "B_episodes": noise / signal if signal > 0 else float("inf")}
 
 
@@ -81,8 +80,10 @@ def resolve(scale: dict, episodes_per_unit: int = 1) -> dict:
     resolved = scale["signal_sq"] > 2 * scale["signal_sq_se"]
     out = {**scale, "B_episodes": scale["B_episodes"] * episodes_per_unit, "signal_resolved": bool(resolved)}
     if not resolved:
-        out["B_episodes_lower_bound"] = episodes_per_unit * scale["trace_cov"] / (
-            max(scale["signal_sq"], 0.0) + 2 * scale["signal_sq_se"])
+        from robot_rl.learn.ppo import noise_scale_lower_bound
+
+        out["B_episodes_lower_bound"] = episodes_per_unit * noise_scale_lower_bound(
+            scale["signal_sq"], scale["trace_cov"], scale["signal_sq_se"])
     b = out["B_episodes"] if resolved else out["B_episodes_lower_bound"]
     out["signal_share_of_step"] = {str(k): 1.0 / (1.0 + b / k) for k in (5, 20, 50, 200)}
     return out

@@ -570,16 +570,28 @@ def surrogate_gradient_sums(model: VLAModel, d: Decisions, advantages: np.ndarra
     return episodes, float(sum((acc.double() ** 2).sum() for acc in total)), squares
 
 
+def gradient_noise_estimates(episodes: int, sum_sq: float, squares: float) -> tuple[float, float]:
+    """Section 10: unbiased (|G|^2, tr Sigma) from m >= 2 per-episode gradients' |sum g|^2 and sum |g|^2."""
+    m = episodes
+    return (sum_sq - squares) / (m * (m - 1)), (squares - sum_sq / m) / (m - 1)
+
+
+def noise_scale_lower_bound(signal_sq: float, trace: float, signal_se: float) -> float:
+    """Section 10: the smallest B the estimates allow, with |G|^2 at most its estimate (clamped at 0:
+    a negative estimate is noise around a small one) plus two standard errors; 0 when nothing is known."""
+    upper = max(signal_sq, 0.0) + 2 * signal_se
+    return trace / upper if 0 < upper < math.inf else 0.0
+
+
 class GradientNoise:
     """Section 10: the gradient-noise scale B (episodes) pooled over the last ``window`` updates."""
 
     def __init__(self, window: int):
-        self.updates: collections.deque = collections.deque(maxlen=max(1, window))
+        self.updates: collections.deque = collections.deque(maxlen=max(1, window))  # (m, |G|^2, tr Sigma)
 
     def add(self, episodes: int, sum_sq: float, squares: float) -> None:
         if episodes >= 2:  # one episode says nothing about the spread
-            m = episodes
-            self.updates.append(((sum_sq - squares) / (m * (m - 1)), m * (m - 1), (squares - sum_sq / m), m - 1))
+            self.updates.append((episodes, *gradient_noise_estimates(episodes, sum_sq, squares)))
 
     def report(self, batch_episodes: int) -> dict:
         """``gradient_signal_sq`` (|G|^2) and ``gradient_noise_trace`` (tr Sigma), pooled; the scale
@@ -588,12 +600,12 @@ class GradientNoise:
         ``gradient_signal_share_high``: the most of a step of ``batch_episodes`` that can be signal."""
         if not self.updates:
             return {}
-        per_update = np.asarray([u[0] for u in self.updates])
-        signal = sum(u[0] * u[1] for u in self.updates) / sum(u[1] for u in self.updates)
-        noise = sum(u[2] for u in self.updates) / sum(u[3] for u in self.updates)
+        m, per_update, traces = (np.asarray(column, np.float64) for column in zip(*self.updates))
+        # each update's estimates weighted by the pairs (|G|^2) and degrees of freedom (tr Sigma) behind them
+        signal = float(np.sum(per_update * m * (m - 1)) / np.sum(m * (m - 1)))
+        noise = float(np.sum(traces * (m - 1)) / np.sum(m - 1))
         se = float(per_update.std(ddof=1) / math.sqrt(len(per_update))) if len(per_update) > 1 else math.inf
-        upper = max(signal, 0.0) + 2 * se  # |G|^2 >= 0: a negative estimate is noise around a small one
-        low = noise / upper if 0 < upper < math.inf else 0.0
+        low = noise_scale_lower_bound(signal, noise, se)
         return {"gradient_signal_sq": signal, "gradient_noise_trace": noise, "gradient_noise_updates": len(per_update),
                 "gradient_noise_scale": noise / signal if signal > 2 * se else None,
                 "gradient_noise_scale_low": low,

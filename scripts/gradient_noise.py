@@ -26,7 +26,8 @@ Empirical Model of Large-Batch Training"):
 The standard error of B comes from the delete-one jackknife over episodes; where |G|^2's estimate is
 not above zero by two standard errors the signal is indistinguishable from none at this N, and B is
 reported as a lower bound. Each estimate is given for all the policy's parameters, for the camera
-encoders alone and for the action head with its log-std. ``executed_residual_mean_std`` checks the
+encoders alone, for the action head with its log-std, for the action head's bias alone (the chunk's
+offset, shared by the tasks) and for one such bias per task (``action_bias_per_task``). ``executed_residual_mean_std`` checks the
 log-probabilities the gradients come from: the executed actions, normalised by this model's mean and
 std, should be N(0, 1) draws. The learner measures the same scale on every run, pooled over its
 updates (``learn/ppo.py`` section 10, ``gradient_noise_*`` in its metrics).
@@ -35,7 +36,11 @@ updates (``learn/ppo.py`` section 10, ``gradient_noise_*`` in its metrics).
 estimators next to the learner's GAE: the return minus the cross-fitted value of the first state, and
 the return minus the pair's return (an unbiased baseline that knows the layout); the gradient of a
 pair is then the unit, and B is given in episodes. ``--explore-noise chunk`` explores and scores as
-the learner's ``ppo.exploration: chunk``.
+the learner's ``ppo.exploration: chunk``. ``--gae-lambdas 0.5,0`` scores the same episodes with
+shorter credit assignment too (estimators ``gae_lambda_<x>``): at lambda 0 a decision's advantage is
+its own TD error, which holds none of the later decisions' noise. ``--std-scale k`` explores (and
+scores) with k times the policy's standard deviation: for a Gaussian policy the score function's noise
+per unit of signal falls with the exploration noise's size, as long as the reward stays smooth.
 
     MUJOCO_GL=egl .venv/bin/python scripts/gradient_noise.py --policy policies/sim_default \
         --episodes 50 --json docs/results/gradient-noise-sim-default.json     # about 15 min here
@@ -107,7 +112,7 @@ def main() -> None:
     import torch
 
     from robot_rl.learn.actor import SimActor
-    from robot_rl.learn.learner import LearnerConfig, critic_rewards, load_start_policy
+    from robot_rl.learn.learner import LearnerConfig, critic_rewards, load_start_policy, state_bytes
     from robot_rl.learn.ppo import (PPOConfig, chunk_log_prob, collate, episode_decisions, gae, loss_advantages,
                                     policy_parameters, tensors, trunk_features)
     from robot_rl.policy.base import PolicyConfig, make_policy
@@ -126,6 +131,10 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true",
                         help="run each layout twice and compare advantage baselines (the gradient of a pair is the unit)")
     parser.add_argument("--rewards", default="sparse,progress,true_sparse,true_progress")
+    parser.add_argument("--gae-lambdas", default="",
+                        help="more GAE lambdas to score next to the learner's (comma-separated; estimator gae_lambda_<x>)")
+    parser.add_argument("--std-scale", type=float, default=1.0,
+                        help="explore with the policy's standard deviation times this, and score with it")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -134,6 +143,13 @@ def main() -> None:
     policy = make_policy(PolicyConfig(type="vla", options={"path": args.policy, "backend": "torch", "explore": True,
                                                            "explore_seed": 0, "explore_noise": args.explore_noise}))
     m = policy.metadata
+    model, table = load_start_policy(args.policy)
+    if args.std_scale != 1.0:  # the same model explores (published as weights v1) and is scored
+        if args.std_scale <= 0:
+            raise SystemExit(f"--std-scale must be above 0, got {args.std_scale}")
+        with torch.no_grad():
+            model.log_std += float(np.log(args.std_scale))
+        policy.load_weights(1, m["model_config"], state_bytes(model))
     actor = SimActor(policy, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], 4)
     episodes = []
     try:
@@ -146,7 +162,6 @@ def main() -> None:
     finally:
         actor.close()
 
-    model, table = load_start_policy(args.policy)
     encoder = InstructionEncoder(table)
     ppo, learner = PPOConfig(), LearnerConfig()
     critic = make_critic(args.critic, allow_unseen_instructions=False)
@@ -159,7 +174,8 @@ def main() -> None:
     offsets = np.cumsum([0] + [p.numel() for p in trained])
     pick = lambda test: np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k, n in enumerate(names) if test(n)])
     groups = {"all": np.arange(size), "encoders": pick(lambda n: n.startswith("encoders.")),
-              "action_head": pick(lambda n: n.startswith(("action_head.", "log_std")))}
+              "action_head": pick(lambda n: n.startswith(("action_head.", "log_std"))),
+              "action_bias": pick(lambda n: n == "action_head.bias")}
     n = len(episodes)
     half = (np.arange(n) // 2 if args.paired else np.arange(n)) % 2  # two folds, every task in both; pairs together
     rewards_by = {
@@ -169,10 +185,13 @@ def main() -> None:
         "true_progress": lambda e: true_rewards(e, ppo.gamma, shaping=True),
     }
     rewards_by = {k: v for k, v in rewards_by.items() if k in args.rewards.split(",")}
+    lambdas = [float(x) for x in args.gae_lambdas.split(",") if x.strip()]
+    if any(not 0.0 <= lam <= 1.0 for lam in lambdas):
+        raise SystemExit(f"--gae-lambdas: each lambda must be in [0, 1], got {args.gae_lambdas!r}")
     if args.paired and args.episodes % 2:
         raise SystemExit(f"--paired needs an even --episodes (each layout twice), got {args.episodes}")
     report = {"policy": args.policy, "critic": args.critic, "episodes_per_task": args.episodes,
-              "explore_noise": args.explore_noise, "paired": args.paired,
+              "explore_noise": args.explore_noise, "std_scale": args.std_scale, "paired": args.paired, "gae_lambdas": [ppo.gae_lambda, *lambdas],
               "episodes": n, "successes": int(sum(e.meta.success for e in episodes)), "parameters": size,
               "rewards": {}}
     for name, reward_of in rewards_by.items():
@@ -210,6 +229,9 @@ def main() -> None:
         ends = np.nonzero(np.append(d.episode[1:] != d.episode[:-1], True))[0]
         next_values[ends] = np.where(d.terminal[ends], 0.0, values[ends])  # a cut episode: its last value
         estimators = {"gae": gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, ppo.gae_lambda)[0]}
+        for lam in lambdas:  # shorter credit assignment: less of the later decisions' noise in each advantage
+            estimators[f"gae_lambda_{lam:g}"] = gae(d.rewards, values, next_values, d.discounts, d.terminal,
+                                                     d.episode, lam)[0]
         if args.paired:
             # REINFORCE on the episode's discounted return from its start, with two baselines: the
             # cross-fitted value of its first state, and the return of its pair (the same layout, other
@@ -251,6 +273,12 @@ def main() -> None:
                 g = grads[:, columns].astype(np.float64)
                 gram = g @ g.T
                 scales[group] = resolve({**noise_scale(gram), **jackknife(gram)}, 2 if args.paired else 1)
+            # one action bias per task (a parameterisation with 4 x chunk dimensions): an episode's
+            # gradient is its bias gradient in its own task's block, so episodes of two tasks are orthogonal
+            g = grads[:, groups["action_bias"]].astype(np.float64)
+            unit_tasks = np.asarray([episodes[keep[i]].meta.instruction for i in range(len(keep))])[::2 if args.paired else 1]
+            gram = (g @ g.T) * (unit_tasks[:, None] == unit_tasks[None, :])
+            scales["action_bias_per_task"] = resolve({**noise_scale(gram), **jackknife(gram)}, 2 if args.paired else 1)
             del grads
             row["estimators"][estimator] = {"groups": scales}
         row["groups"] = row["estimators"]["gae"]["groups"]  # the learner's estimator, as before --paired

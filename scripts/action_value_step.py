@@ -140,15 +140,13 @@ def step_head(model, features, slope, delta_mask, eta: float):
 def main() -> None:
     import torch
 
-    from gradient_noise import true_rewards
+    from gradient_noise import next_state_values, reward_functions, rewarded_decisions
     from robot_rl.learn.actor import SimActor
     from robot_rl.learn.benchmark import evaluate_weights
-    from robot_rl.learn.learner import LearnerConfig, critic_rewards, load_start_policy, state_bytes
-    from robot_rl.learn.ppo import PPOConfig, collate, episode_decisions, gae, tensors, trunk_features
+    from robot_rl.learn.learner import LearnerConfig, load_start_policy, state_bytes
+    from robot_rl.learn.ppo import PPOConfig, collate, gae, tensors, trunk_features
     from robot_rl.policy.base import PolicyConfig, make_policy
     from robot_rl.policy.text import InstructionEncoder
-    from robot_rl.reward.base import make_critic
-    from robot_rl.reward.shaping import RewardConfig
     from robot_rl.sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -201,18 +199,8 @@ def main() -> None:
     encoder = InstructionEncoder(table)
     ppo, learner = PPOConfig(), LearnerConfig()
     stride = max(1, round(learner.critic_stride_s * m["control_rate_hz"]))
-    if args.reward in ("sparse", "progress"):
-        critic = make_critic(args.critic, allow_unseen_instructions=False)
-        config = RewardConfig(shaping_scale=1.0 if args.reward == "progress" else 0.0)
-        reward_of = lambda e: critic_rewards(critic, e, stride, config)
-    else:
-        reward_of = lambda e: true_rewards(e, ppo.gamma, shaping=args.reward == "true_progress")
-    per_episode, terminal = [], []
-    for e in episodes:
-        rewards, done = reward_of(e)
-        per_episode.append(episode_decisions(e, rewards, model.config.chunk_length, ppo.gamma, end=done))
-        terminal.append(done is not None)
-    keep = [i for i, d in enumerate(per_episode) if d]
+    reward_of = reward_functions(args.critic, stride, ppo.gamma)[args.reward]
+    per_episode, terminal, keep = rewarded_decisions(episodes, reward_of, model.config.chunk_length, ppo.gamma)
     d = collate([episodes[i] for i in keep], [per_episode[i] for i in keep], [terminal[i] for i in keep])
     say(f"{len(d)} decisions rewarded ({args.reward})")
 
@@ -232,9 +220,7 @@ def main() -> None:
     for k in (0, 1):
         value, _ = fit_regression(features, delta, mc_returns, np.nonzero(fold != k)[0], False, 10 + k)
         values[fold == k] = value(np.nonzero(fold == k)[0])
-    next_values = np.append(values[1:], 0.0).astype(np.float32)
-    ends = np.nonzero(np.append(d.episode[1:] != d.episode[:-1], True))[0]
-    next_values[ends] = np.where(d.terminal[ends], 0.0, values[ends])
+    next_values = next_state_values(values, d)
     targets = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, args.gae_lambda)[1].astype(np.float32)
     if args.target == "reward":
         targets = d.rewards.astype(np.float32)

@@ -108,17 +108,52 @@ def true_rewards(episode, gamma: float, shaping: bool) -> tuple[np.ndarray, int 
     return rewards, done
 
 
+def reward_functions(critic_path: str, stride: int, gamma: float) -> dict:
+    """The four rewards by name: the learner's two from the progress critic, the simulator's two."""
+    from robot_rl.learn.learner import critic_rewards
+    from robot_rl.reward.base import make_critic
+    from robot_rl.reward.shaping import RewardConfig
+
+    critic = make_critic(critic_path, allow_unseen_instructions=False)
+    return {
+        "sparse": lambda e: critic_rewards(critic, e, stride, RewardConfig(shaping_scale=0.0)),
+        "progress": lambda e: critic_rewards(critic, e, stride, RewardConfig()),
+        "true_sparse": lambda e: true_rewards(e, gamma, shaping=False),
+        "true_progress": lambda e: true_rewards(e, gamma, shaping=True),
+    }
+
+
+def rewarded_decisions(episodes: list, reward_of, horizon: int, gamma: float) -> tuple[list, list, list]:
+    """(each episode's decisions under ``reward_of``, whether its reward ended it, the indices of the
+    episodes that have decisions)."""
+    from robot_rl.learn.ppo import episode_decisions
+
+    per_episode, terminal = [], []
+    for e in episodes:
+        rewards, done = reward_of(e)
+        per_episode.append(episode_decisions(e, rewards, horizon, gamma, end=done))
+        terminal.append(done is not None)
+    return per_episode, terminal, [i for i, d in enumerate(per_episode) if d]
+
+
+def next_state_values(values: np.ndarray, d) -> np.ndarray:
+    """The value after each decision of ``d``: the next row's, 0 after a terminal one, and a cut
+    episode's last value after its last row."""
+    next_values = np.append(values[1:], 0.0).astype(np.float32)
+    ends = np.nonzero(np.append(d.episode[1:] != d.episode[:-1], True))[0]
+    next_values[ends] = np.where(d.terminal[ends], 0.0, values[ends])
+    return next_values
+
+
 def main() -> None:
     import torch
 
     from robot_rl.learn.actor import SimActor
-    from robot_rl.learn.learner import LearnerConfig, critic_rewards, load_start_policy, state_bytes
-    from robot_rl.learn.ppo import (PPOConfig, chunk_log_prob, collate, episode_decisions, gae, loss_advantages,
-                                    policy_parameters, tensors, trunk_features)
+    from robot_rl.learn.learner import LearnerConfig, load_start_policy, state_bytes
+    from robot_rl.learn.ppo import (PPOConfig, chunk_log_prob, collate, gae, loss_advantages, policy_parameters,
+                                    tensors, trunk_features)
     from robot_rl.policy.base import PolicyConfig, make_policy
     from robot_rl.policy.text import InstructionEncoder
-    from robot_rl.reward.base import make_critic
-    from robot_rl.reward.shaping import RewardConfig
     from robot_rl.sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -164,7 +199,6 @@ def main() -> None:
 
     encoder = InstructionEncoder(table)
     ppo, learner = PPOConfig(), LearnerConfig()
-    critic = make_critic(args.critic, allow_unseen_instructions=False)
     stride = max(1, round(learner.critic_stride_s * m["control_rate_hz"]))
     trained = policy_parameters(model)  # the value head's get no policy gradient
     size = sum(p.numel() for p in trained)
@@ -178,12 +212,7 @@ def main() -> None:
               "action_bias": pick(lambda n: n == "action_head.bias")}
     n = len(episodes)
     half = (np.arange(n) // 2 if args.paired else np.arange(n)) % 2  # two folds, every task in both; pairs together
-    rewards_by = {
-        "sparse": lambda e: critic_rewards(critic, e, stride, RewardConfig(shaping_scale=0.0)),
-        "progress": lambda e: critic_rewards(critic, e, stride, RewardConfig()),
-        "true_sparse": lambda e: true_rewards(e, ppo.gamma, shaping=False),
-        "true_progress": lambda e: true_rewards(e, ppo.gamma, shaping=True),
-    }
+    rewards_by = reward_functions(args.critic, stride, ppo.gamma)
     rewards_by = {k: v for k, v in rewards_by.items() if k in args.rewards.split(",")}
     lambdas = [float(x) for x in args.gae_lambdas.split(",") if x.strip()]
     if any(not 0.0 <= lam <= 1.0 for lam in lambdas):
@@ -195,12 +224,7 @@ def main() -> None:
               "episodes": n, "successes": int(sum(e.meta.success for e in episodes)), "parameters": size,
               "rewards": {}}
     for name, reward_of in rewards_by.items():
-        per_episode, terminal = [], []
-        for e in episodes:
-            rewards, done = reward_of(e)
-            per_episode.append(episode_decisions(e, rewards, model.config.chunk_length, ppo.gamma, end=done))
-            terminal.append(done is not None)
-        keep = [i for i, d in enumerate(per_episode) if d]
+        per_episode, terminal, keep = rewarded_decisions(episodes, reward_of, model.config.chunk_length, ppo.gamma)
         if args.paired:  # a pair counts only whole
             keep = [i for i in keep if per_episode[i ^ 1]]
         d = collate([episodes[i] for i in keep], [per_episode[i] for i in keep], [terminal[i] for i in keep])
@@ -224,10 +248,7 @@ def main() -> None:
             mine = np.nonzero(fold == k)[0]
             with torch.no_grad():
                 values[mine] = head(features[mine]).squeeze(-1).numpy()
-        next_values = np.zeros(len(d), np.float32)
-        next_values[:-1] = values[1:]
-        ends = np.nonzero(np.append(d.episode[1:] != d.episode[:-1], True))[0]
-        next_values[ends] = np.where(d.terminal[ends], 0.0, values[ends])  # a cut episode: its last value
+        next_values = next_state_values(values, d)
         estimators = {"gae": gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, ppo.gae_lambda)[0]}
         for lam in lambdas:  # shorter credit assignment: less of the later decisions' noise in each advantage
             estimators[f"gae_lambda_{lam:g}"] = gae(d.rewards, values, next_values, d.discounts, d.terminal,

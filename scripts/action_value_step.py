@@ -31,6 +31,9 @@ TD3, SAC). This script asks the question that estimator needs answered first, on
 5. Each stepped policy, the placebo and the start are evaluated without exploration on the benchmark's
    held-out layouts (``EVAL_SEED``, 50 per task by default): the same layouts for all, so differences are
    paired.
+6. ``--iterations K`` goes on as a learner would: each further round explores with the last stepped
+   policy on new layouts, refits the slope on that round's episodes and steps again (the first step
+   size), evaluated after each round.
 
     MUJOCO_GL=egl .venv/bin/python scripts/action_value_step.py --policy policies/sim_default \
         --episodes 50 --reward progress --json docs/results/action-value-step-sim-default-progress.json
@@ -165,65 +168,76 @@ def main() -> None:
     parser.add_argument("--placebos", type=int, default=1,
                         help="placebo steps per step size, each from its own shuffle (their spread is what a "
                              "random direction of that size does)")
+    parser.add_argument("--iterations", type=int, default=1,
+                        help="rounds of explore -> refit -> step with the first step size (each round --episodes "
+                             "per task on new layouts, with the last round's policy)")
     parser.add_argument("--eval-seeds", type=int, default=50, help="held-out layouts per task")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     etas = [float(x) for x in args.etas.split(",") if x.strip()]
     if not etas or any(e <= 0 for e in etas):
         raise SystemExit(f"--etas: positive step sizes expected, got {args.etas!r}")
+    if args.iterations < 1:
+        raise SystemExit(f"--iterations: at least 1, got {args.iterations}")
     if args.placebos < 1:
         raise SystemExit(f"--placebos: at least 1, got {args.placebos}")
     torch.manual_seed(0)
     t_start = time.time()
     say = lambda text: print(f"[{time.time() - t_start:6.0f} s] {text}", flush=True)
 
-    def policy_with(model=None, explore=False):
+    def policy_with(model=None, explore=False, explore_seed=0):
         policy = make_policy(PolicyConfig(type="vla", options={"path": args.policy, "backend": "torch",
-                                                               "explore": explore, "explore_seed": 0}))
+                                                               "explore": explore, "explore_seed": explore_seed}))
         if model is not None:
             policy.load_weights(1, policy.metadata["model_config"], state_bytes(model))
         return policy
 
-    explorer = policy_with(explore=True)
-    m = explorer.metadata
-    actor = SimActor(explorer, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], 4)
-    episodes = []
-    try:
-        for task in TASKS:
-            episodes += [actor.episode(task, args.seed + i) for i in range(args.episodes)]
-    finally:
-        actor.close()
+    def collect(model, first_seed: int, explore_seed: int) -> list:
+        explorer = policy_with(model, explore=True, explore_seed=explore_seed)
+        m = explorer.metadata
+        actor = SimActor(explorer, list(m["cameras"]), m["image_width"], m["image_height"], m["control_rate_hz"], 4)
+        try:
+            return [actor.episode(task, first_seed + i) for task in TASKS for i in range(args.episodes)]
+        finally:
+            actor.close()
+
+    episodes = collect(None, args.seed, 0)
     say(f"{len(episodes)} exploring episodes, {sum(e.meta.success for e in episodes)} successes")
 
     model, table = load_start_policy(args.policy)
     encoder = InstructionEncoder(table)
     ppo, learner = PPOConfig(), LearnerConfig()
-    stride = max(1, round(learner.critic_stride_s * m["control_rate_hz"]))
+    stride = max(1, round(learner.critic_stride_s * model.config.control_rate_hz))
     reward_of = reward_functions(args.critic, stride, ppo.gamma)[args.reward]
-    per_episode, terminal, keep = rewarded_decisions(episodes, reward_of, model.config.chunk_length, ppo.gamma)
-    d = collate([episodes[i] for i in keep], [per_episode[i] for i in keep], [terminal[i] for i in keep])
+
+    def decisions_and_targets(model, episodes):
+        """The decisions of ``episodes`` with the trunk's features, delta (the executed chunk as
+        ``model``'s N(0, 1) draw, 0 where not executed), its mask, the targets and the two folds."""
+        per_episode, terminal, keep = rewarded_decisions(episodes, reward_of, model.config.chunk_length, ppo.gamma)
+        d = collate([episodes[i] for i in keep], [per_episode[i] for i in keep], [terminal[i] for i in keep])
+        features = trunk_features(model, d, encoder.encode)
+        with torch.no_grad():
+            images, joints, text, actions, mask = tensors(d, np.arange(len(d)), encoder.encode)
+            mean, log_std, _ = model.forward_normalised(images, joints, text)
+            delta = ((model.normalise_target(actions, joints) - mean) / log_std.exp() * mask[..., None]).reshape(len(d), -1)
+            delta_mask = mask[..., None].expand_as(mean).reshape(len(d), -1)
+        # the targets: GAE(lambda) returns with a value cross-fitted over two folds of episodes
+        fold = (np.asarray(keep) % 2)[d.episode]
+        zeros = np.zeros(len(d), np.float32)
+        mc_returns = gae(d.rewards, zeros, zeros, d.discounts, d.terminal, d.episode, 1.0)[1]
+        values = np.zeros(len(d), np.float32)
+        for k in (0, 1):
+            value, _ = fit_regression(features, delta, mc_returns, np.nonzero(fold != k)[0], False, 10 + k)
+            values[fold == k] = value(np.nonzero(fold == k)[0])
+        targets = gae(d.rewards, values, next_state_values(values, d), d.discounts, d.terminal, d.episode,
+                      args.gae_lambda)[1].astype(np.float32)
+        if args.target == "reward":
+            targets = d.rewards.astype(np.float32)
+        return d, features, delta, delta_mask, targets, fold
+
+    d, features, delta, delta_mask, targets, fold = decisions_and_targets(model, episodes)
     say(f"{len(d)} decisions rewarded ({args.reward})")
-
-    features = trunk_features(model, d, encoder.encode)
-    with torch.no_grad():  # delta: the executed chunk as the model's N(0, 1) draw, 0 where not executed
-        images, joints, text, actions, mask = tensors(d, np.arange(len(d)), encoder.encode)
-        mean, log_std, _ = model.forward_normalised(images, joints, text)
-        delta = ((model.normalise_target(actions, joints) - mean) / log_std.exp() * mask[..., None]).reshape(len(d), -1)
-        delta_mask = mask[..., None].expand_as(mean).reshape(len(d), -1)
     z_executed = delta[delta_mask.bool()].numpy()
-
-    # the targets: GAE(lambda) returns with a value cross-fitted over two folds of episodes
-    fold = (np.asarray(keep) % 2)[d.episode]
-    zeros = np.zeros(len(d), np.float32)
-    mc_returns = gae(d.rewards, zeros, zeros, d.discounts, d.terminal, d.episode, 1.0)[1]
-    values = np.zeros(len(d), np.float32)
-    for k in (0, 1):
-        value, _ = fit_regression(features, delta, mc_returns, np.nonzero(fold != k)[0], False, 10 + k)
-        values[fold == k] = value(np.nonzero(fold == k)[0])
-    next_values = next_state_values(values, d)
-    targets = gae(d.rewards, values, next_values, d.discounts, d.terminal, d.episode, args.gae_lambda)[1].astype(np.float32)
-    if args.target == "reward":
-        targets = d.rewards.astype(np.float32)
 
     tasks = sorted(set(d.instructions))
     task = np.asarray([tasks.index(i) for i in d.instructions])
@@ -234,8 +248,9 @@ def main() -> None:
     say(f"action r2 {signal['action_r2']:.4f} +- {signal['action_r2_se']:.4f} "
         f"(placebo {placebo_signal['action_r2']:.4f} +- {placebo_signal['action_r2_se']:.4f})")
 
-    all_rows = np.arange(len(d))
-    def slope_of(deltas):  # w at every visited state, (N, H*P), fitted on every episode
+    def slope_of(deltas, features=features, targets=targets, task=task):
+        """w at every visited state, (N, H*P), fitted on every episode."""
+        all_rows = np.arange(len(targets))
         if args.slope == "mlp":
             with torch.no_grad():
                 return fit_regression(features, deltas, targets, all_rows, True, 30)[1](features)
@@ -245,7 +260,7 @@ def main() -> None:
 
     slope, placebo_slopes = slope_of(delta), [slope_of(x) for x in shuffles]
     report = {"policy": args.policy, "critic": args.critic, "reward": args.reward, "gae_lambda": args.gae_lambda,
-              "target": args.target, "slope": args.slope,
+              "target": args.target, "slope": args.slope, "iterations": args.iterations,
               "episodes_per_task": args.episodes, "exploring_successes": int(sum(e.meta.success for e in episodes)),
               "decisions": len(d), "executed_delta_mean_std": [float(z_executed.mean()), float(z_executed.std())],
               "signal": signal, "placebo_signal": placebo_signal, "eval_seeds": args.eval_seeds, "evaluations": []}
@@ -256,10 +271,22 @@ def main() -> None:
         say(f"{name} {json.dumps(info)}: {result['mean']:.3f} {json.dumps(result['per_task'])}")
 
     evaluate("start", None, {})
+    stepped = {}
     for eta in etas:
-        evaluate("step", *step_head(model, features, slope, delta_mask, eta))
+        stepped[eta], info = step_head(model, features, slope, delta_mask, eta)
+        evaluate("step", stepped[eta], info)
         for k, placebo_slope in enumerate(placebo_slopes):
             evaluate(f"placebo_{k}", *step_head(model, features, placebo_slope, delta_mask, eta))
+    # --iterations: the step as a learner would take it, on-policy: each further round explores with
+    # the last stepped policy on new layouts, refits the slope on its own episodes and steps again
+    current = stepped[etas[0]]
+    for round_ in range(1, args.iterations):
+        episodes = collect(current, args.seed + round_ * args.episodes, round_)
+        d, features, delta, delta_mask, targets, _ = decisions_and_targets(current, episodes)
+        task = np.asarray([tasks.index(i) for i in d.instructions])
+        current, info = step_head(current, features, slope_of(delta, features, targets, task), delta_mask, etas[0])
+        evaluate(f"iteration_{round_ + 1}", current, {**info, "episodes_so_far": (round_ + 1) * len(episodes),
+                                                      "exploring_successes": int(sum(e.meta.success for e in episodes))})
     report["wall_s"] = time.time() - t_start
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
